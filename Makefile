@@ -1,0 +1,50 @@
+# One-command setup: every target creates .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve serve-grpc serve-shim test check lint typecheck gen bench clean
+
+$(STAMP): pyproject.toml hatch_build.py $(shell find protos -name '*.proto')
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the proxy: REST on 127.0.0.1:7004, gRPC on 127.0.0.1:50051 (see README for settings).
+serve: $(STAMP)
+	$(BIN)/python -m server
+
+## Run the gRPC server alone.
+serve-grpc: $(STAMP)
+	$(BIN)/python -m server --grpc-only
+
+## Run the REST shim alone, in front of CONNECTOR_PROXY_GRPC_TARGETS.
+serve-shim: $(STAMP)
+	$(BIN)/python -m rest_shim
+
+## Regenerate clients/python from protos/ (the install does this too).
+gen: $(STAMP)
+	$(BIN)/python hatch_build.py
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf lint
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## The test suite: lint, types, then every test (real servers, no network beyond loopback).
+test: $(STAMP)
+	$(BIN)/python hatch_build.py
+	$(MAKE) lint typecheck
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) clients/python

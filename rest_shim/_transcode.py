@@ -1,0 +1,364 @@
+"""JSON ⇄ protobuf for spiff's dialect, driven by descriptors and planned once per message.
+
+Decoding is lenient where it loses nothing (``"5"`` for an int, ``"true"`` for a bool,
+``5`` for a string) and strict otherwise, and it reports every bad field at once.
+``null`` means absent. Free-form ``JsonValue`` fields carry any JSON, integers exact.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import descriptor, json_format, message, message_factory
+
+from rest_shim._schema_json import INT_RANGES
+from server import json_values
+from server.errors import Violation
+from server.schema import SPIFF_CONTEXT, MessagePlan, field_options, is_map, is_message, is_repeated
+
+__all__ = ["DecodeResult", "Decoder", "ResultLayout", "encode_message"]
+
+FD = descriptor.FieldDescriptor
+_INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+_WELL_KNOWN_PREFIX = "google.protobuf."
+
+
+class _Bad(Exception):
+    """A value that cannot become the field's type; the text completes '<field> ...'."""
+
+
+Convert = Callable[[Any, str, list[Violation]], Any]
+
+
+def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C901 - one branch per kind
+    kind = field.type
+    if kind == FD.TYPE_STRING:
+        allowed = frozenset(field_options(field).allowed_values)
+
+        def to_str(value: Any, path: str, bad: list[Violation]) -> Any:
+            if isinstance(value, str):
+                text = value
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                text = str(value)
+            else:
+                raise _Bad("must be a string")
+            if allowed and text not in allowed:
+                raise _Bad(f"must be one of {', '.join(sorted(allowed))}")
+            return text
+
+        return to_str
+    if kind in INT_RANGES:
+        low, high = INT_RANGES[kind]
+
+        def to_int(value: Any, path: str, bad: list[Violation]) -> Any:
+            if isinstance(value, bool):
+                raise _Bad("must be an integer, not a boolean")
+            if isinstance(value, int):
+                number = value
+            elif isinstance(value, float) and value.is_integer():
+                number = int(value)
+            elif isinstance(value, str) and _INT_TEXT.fullmatch(value):
+                number = int(value)
+            else:
+                raise _Bad("must be an integer")
+            if not low <= number <= high:
+                raise _Bad(f"must be between {low} and {high}")
+            return number
+
+        return to_int
+    if kind == FD.TYPE_BOOL:
+
+        def to_bool(value: Any, path: str, bad: list[Violation]) -> Any:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                return value.strip().lower() == "true"
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise _Bad("must be a boolean")
+
+        return to_bool
+    if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+
+        def to_float(value: Any, path: str, bad: list[Violation]) -> Any:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    number = float(value)
+                except ValueError:
+                    pass
+                else:
+                    if math.isfinite(number):
+                        return number
+            raise _Bad("must be a number")
+
+        return to_float
+    if kind == FD.TYPE_BYTES:
+
+        def to_bytes(value: Any, path: str, bad: list[Violation]) -> Any:
+            if isinstance(value, str):
+                try:
+                    return base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    pass
+            raise _Bad("must be base64 text")
+
+        return to_bytes
+    if kind == FD.TYPE_ENUM:
+        enum = field.enum_type
+        prefix = _enum_prefix(enum)
+        by_name: dict[str, int] = {}
+        for v in enum.values:
+            by_name[v.name.lower()] = v.number
+            by_name[v.name.removeprefix(prefix).lower()] = v.number
+        numbers = frozenset(v.number for v in enum.values)
+
+        def to_enum(value: Any, path: str, bad: list[Violation]) -> Any:
+            if isinstance(value, str) and value.lower() in by_name:
+                return by_name[value.lower()]
+            if isinstance(value, int) and not isinstance(value, bool) and value in numbers:
+                return value
+            raise _Bad(f"must be one of {', '.join(v.name.removeprefix(prefix).lower() for v in enum.values)}")
+
+        return to_enum
+    # Messages.
+    if is_message(field, json_values.JSON_VALUE):
+        json_class = message_factory.GetMessageClass(field.message_type)
+
+        def to_json_value(value: Any, path: str, bad: list[Violation]) -> Any:
+            return json_class(json=json_values.dumps(value))
+
+        return to_json_value
+    if field.message_type.full_name.startswith(_WELL_KNOWN_PREFIX):
+        wkt_class = message_factory.GetMessageClass(field.message_type)
+
+        def to_well_known(value: Any, path: str, bad: list[Violation]) -> Any:
+            try:
+                return json_format.ParseDict(value, wkt_class())
+            except json_format.ParseError as exc:
+                raise _Bad(f"is not a valid {field.message_type.name}: {exc}") from None
+
+        return to_well_known
+    nested = Decoder(field.message_type)
+
+    def to_message(value: Any, path: str, bad: list[Violation]) -> Any:
+        if not isinstance(value, dict):
+            raise _Bad("must be an object")
+        return nested.decode_into(value, path + ".", bad, ignored=None)
+
+    return to_message
+
+
+def _enum_prefix(enum: descriptor.EnumDescriptor) -> str:
+    words = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper()
+    return words + "_"
+
+
+def _field_converter(field: descriptor.FieldDescriptor) -> Convert:
+    if is_map(field):
+        key_convert = _scalar_converter(field.message_type.fields_by_name["key"])
+        value_convert = _scalar_converter(field.message_type.fields_by_name["value"])
+
+        def to_map(value: Any, path: str, bad: list[Violation]) -> Any:
+            if not isinstance(value, dict):
+                raise _Bad("must be an object")
+            result = {}
+            for key, item in value.items():
+                item_path = f"{path}[{key!r}]"
+                if item is None:
+                    bad.append(Violation(item_path, "must not be null"))
+                    continue
+                try:
+                    result[key_convert(key, item_path, bad)] = value_convert(item, item_path, bad)
+                except _Bad as exc:
+                    bad.append(Violation(item_path, str(exc)))
+            return result
+
+        return to_map
+    if is_repeated(field):
+        item_convert = _scalar_converter(field)
+
+        def to_list(value: Any, path: str, bad: list[Violation]) -> Any:
+            if not isinstance(value, list):
+                raise _Bad("must be a list")
+            result = []
+            for index, item in enumerate(value):
+                item_path = f"{path}[{index}]"
+                if item is None:
+                    bad.append(Violation(item_path, "must not be null"))
+                    continue
+                try:
+                    result.append(item_convert(item, item_path, bad))
+                except _Bad as exc:
+                    bad.append(Violation(item_path, str(exc)))
+            return result
+
+        return to_list
+    return _scalar_converter(field)
+
+
+class DecodeResult:
+    """A decoded request, the fields that were wrong, and the keys that were ignored."""
+
+    __slots__ = ("ignored", "message", "violations")
+
+    def __init__(self, msg: message.Message | None, violations: list[Violation], ignored: list[str]) -> None:
+        self.message = msg
+        self.violations = violations
+        self.ignored = ignored
+
+
+class Decoder:
+    """Turns a JSON object into one request message. Planned once, then reused for every call."""
+
+    def __init__(self, desc: descriptor.Descriptor) -> None:
+        self.descriptor = desc
+        self.message_class = message_factory.GetMessageClass(desc)
+        self.plan = MessagePlan(desc)
+        self._converters: dict[str, Convert] | None = None
+        self.context_field: descriptor.FieldDescriptor | None = None
+        for field in desc.fields:
+            if is_message(field, SPIFF_CONTEXT):
+                self.context_field = field
+
+    @property
+    def converters(self) -> dict[str, Convert]:
+        # Built on first use, so recursive message types do not recurse while planning.
+        if self._converters is None:
+            self._converters = {
+                f.name: _field_converter(f) for f in self.descriptor.fields if f is not self.context_field
+            }
+        return self._converters
+
+    def decode(self, body: dict[str, Any]) -> DecodeResult:
+        """Decodes spiff's request body. ``spiff__*`` keys go to the SpiffContext field, if any."""
+        violations: list[Violation] = []
+        ignored: list[str] = []
+        params = {k: v for k, v in body.items() if not k.startswith("spiff__")}
+        msg = self.decode_into(params, "", violations, ignored)
+        reported = {v.field.split(".")[0].split("[")[0] for v in violations}
+        violations.extend(v for v in self.plan.missing(msg) if v.field not in reported)
+        if self.context_field is not None and not violations:
+            getattr(msg, self.context_field.name).CopyFrom(self._spiff_context(body))
+        return DecodeResult(None if violations else msg, violations, ignored)
+
+    def decode_into(
+        self, value: dict[str, Any], prefix: str, bad: list[Violation], ignored: list[str] | None
+    ) -> message.Message:
+        converters = self.converters
+        kwargs: dict[str, Any] = {}
+        for key, item in value.items():
+            convert = converters.get(key)
+            if convert is None:
+                if ignored is None:
+                    bad.append(Violation(prefix + key, "is not a known field"))
+                else:
+                    ignored.append(prefix + key)
+                continue
+            if item is None:
+                continue
+            try:
+                kwargs[key] = convert(item, prefix + key, bad)
+            except _Bad as exc:
+                bad.append(Violation(prefix + key, str(exc)))
+        try:
+            return self.message_class(**kwargs)
+        except (TypeError, ValueError) as exc:
+            bad.append(Violation(prefix.rstrip(".") or "(body)", f"cannot be built: {exc}"))
+            return self.message_class()
+
+    def _spiff_context(self, body: dict[str, Any]) -> message.Message:
+        assert self.context_field is not None  # noqa: S101 - checked by the caller
+        context = message_factory.GetMessageClass(self.context_field.message_type)()
+        instance_id = body.get("spiff__process_instance_id")
+        if isinstance(instance_id, int) and not isinstance(instance_id, bool):
+            context.process_instance_id = instance_id
+        for key in ("process_model_identifier", "task_id", "callback_url"):
+            text = body.get(f"spiff__{key}")
+            if isinstance(text, str):
+                setattr(context, key, text)
+        if "spiff__task_data" in body:
+            context.task_data.json = json_values.dumps(body["spiff__task_data"])
+        return context
+
+
+def encode_message(msg: message.Message) -> dict[str, Any]:
+    """A message as JSON-ready Python: every field present (unset ones as null), int64 as numbers."""
+    return {field.name: _encode_field(msg, field) for field in msg.DESCRIPTOR.fields}
+
+
+def _encode_field(msg: message.Message, field: descriptor.FieldDescriptor) -> Any:
+    value = getattr(msg, field.name)
+    if is_map(field):
+        value_field = field.message_type.fields_by_name["value"]
+        return {str(k): _encode_value(value_field, v) for k, v in value.items()}
+    if is_repeated(field):
+        return [_encode_value(field, v) for v in value]
+    if field.has_presence and not msg.HasField(field.name):
+        return None
+    return _encode_value(field, value)
+
+
+def _encode_value(field: descriptor.FieldDescriptor, value: Any) -> Any:
+    kind = field.type
+    if kind == FD.TYPE_MESSAGE:
+        if is_message(field, json_values.JSON_VALUE):
+            return json_values.loads(value.json) if value.json else None
+        if field.message_type.full_name.startswith(_WELL_KNOWN_PREFIX):
+            return json_format.MessageToDict(value, preserving_proto_field_name=True)
+        return encode_message(value)
+    if kind == FD.TYPE_ENUM:
+        enum_value = field.enum_type.values_by_number.get(value)
+        return enum_value.name if enum_value is not None else value
+    if kind == FD.TYPE_BYTES:
+        return base64.b64encode(value).decode()
+    if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT) and not math.isfinite(value):
+        return None
+    return value
+
+
+class ResultLayout:
+    """Where a response message's fields go in ``command_response``.
+
+    Without role options the whole message is the body. With them, the mapped fields fill
+    body, http_status, headers and mimetype, and the others become extra keys.
+    """
+
+    def __init__(self, desc: descriptor.Descriptor) -> None:
+        from spiff.connector.v1 import options_pb2
+
+        roles = options_pb2.EnvelopeRole
+        self.roles: dict[int, descriptor.FieldDescriptor] = {}
+        self.extras: list[descriptor.FieldDescriptor] = []
+        for field in desc.fields:
+            role = field_options(field).role
+            if role == roles.ENVELOPE_ROLE_UNSPECIFIED:
+                self.extras.append(field)
+            else:
+                self.roles[role] = field
+        self._body = self.roles.get(roles.ENVELOPE_ROLE_BODY)
+        self._status = self.roles.get(roles.ENVELOPE_ROLE_HTTP_STATUS)
+        self._headers = self.roles.get(roles.ENVELOPE_ROLE_HEADERS)
+        self._mimetype = self.roles.get(roles.ENVELOPE_ROLE_MIMETYPE)
+
+    def command_response(self, msg: message.Message | None, default_status: int) -> dict[str, Any]:
+        """spiff's ``command_response`` object; ``default_status`` fills an absent http_status."""
+        if msg is None:
+            return {"body": None, "mimetype": "application/json", "http_status": default_status, "headers": {}}
+        if not self.roles:
+            return {"body": encode_message(msg), "mimetype": "application/json", "http_status": default_status, "headers": {}}
+        result: dict[str, Any] = {
+            "body": _encode_field(msg, self._body) if self._body else None,
+            "mimetype": (getattr(msg, self._mimetype.name) if self._mimetype else "") or "application/json",
+            "http_status": (getattr(msg, self._status.name) if self._status else 0) or default_status,
+            "headers": _encode_field(msg, self._headers) if self._headers else {},
+        }
+        for field in self.extras:
+            result[field.name] = _encode_field(msg, field)
+        return result

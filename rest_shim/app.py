@@ -1,0 +1,202 @@
+"""The Starlette app that speaks spiff-arena's connector-proxy dialect."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from rest_shim._catalog import Catalogue, CommandSpec
+from rest_shim._status import HTTP_STATUS, envelope, error_envelope
+from server import json_values
+from server.invocation import Invoker
+
+__all__ = ["API_KEY_HEADER", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+API_KEY_HEADER = "spiff-connector-proxy-api-key"
+_UNAUTHORIZED = b'{"error":"Unauthorized"}'
+_LIVE = b'{"ok":true}'
+
+
+class _JSONResponse(Response):
+    media_type = "application/json"
+
+
+def _dumps(value: Any) -> bytes:
+    return json_values.dumps(value).encode()
+
+
+def _reply(status: int, payload: dict[str, Any]) -> Response:
+    return _JSONResponse(_dumps(payload), status_code=status)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ProxyEndpoints:
+    """The routes' behaviour; one instance per app, holding the catalogue and the invoker."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        invoker: Invoker,
+        *,
+        api_key: str | None,
+        command_timeout: float,
+        max_body_bytes: int,
+    ) -> None:
+        self.catalogue = catalogue
+        self.invoker = invoker
+        self.api_key = api_key.encode() if api_key is not None else None
+        self.command_timeout = command_timeout
+        self.max_body_bytes = max_body_bytes
+
+    def _authorized(self, request: Request) -> bool:
+        if self.api_key is None:
+            return True
+        given = request.headers.get(API_KEY_HEADER, "").encode()
+        return hmac.compare_digest(given, self.api_key)
+
+    async def liveness(self, request: Request) -> Response:
+        return _JSONResponse(_LIVE)
+
+    async def commands(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        return _JSONResponse(self.catalogue.commands_body)
+
+    async def auths(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        return _JSONResponse(self.catalogue.auths_body)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def do(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        connector = request.path_params["connector"]
+        command = request.path_params["command"]
+        spec = self.catalogue.find(connector, command)
+        if spec is None:
+            return _reply(
+                404,
+                error_envelope(404, "command_not_found", f"There is no command {connector}/{command} on this proxy."),
+            )
+        try:
+            raw = await self._read_body(request)
+        except _TooLarge:
+            limit = f"{self.max_body_bytes} bytes"
+            return _reply(413, error_envelope(413, "PayloadTooLarge", f"The request body is larger than {limit}."))
+        try:
+            body = json_values.loads(raw) if raw.strip() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _reply(400, error_envelope(400, "InvalidJson", f"The request body is not valid JSON: {exc}."))
+        if not isinstance(body, dict):
+            kind = type(body).__name__
+            return _reply(
+                400, error_envelope(400, "InvalidParameters", f"The request body must be a JSON object, not {kind}.")
+            )
+        return await self._run(spec, body)
+
+    async def _run(self, spec: CommandSpec, body: dict[str, Any]) -> Response:
+        decoded = spec.decoder.decode(body)
+        logs = [f"Ignored parameter {name!r}: {spec.id} has no such parameter." for name in decoded.ignored]
+        if decoded.message is None:
+            problems = "; ".join(f"{v.field} {v.description}" for v in decoded.violations)
+            message = f"Invalid parameters for {spec.id}: {problems}."
+            return _reply(400, error_envelope(400, "InvalidParameters", message, logs))
+        reply = await self.invoker.invoke(spec.full_method, decoded.message, self.command_timeout)
+        logs.extend(reply.logs)
+        failure = reply.failure
+        try:
+            if failure is None:
+                command_response = spec.layout.command_response(reply.response, 200)
+                return _reply(200, envelope(command_response, None, logs))
+            status = HTTP_STATUS.get(failure.code, 500)
+            command_response = spec.layout.command_response(failure.result, status)
+            error = {"error_code": failure.error_code, "message": failure.message}
+            return _reply(status, envelope(command_response, error, logs))
+        except ValueError:
+            # The command produced something that is not JSON (e.g. a malformed JsonValue).
+            logger.exception("command %s returned a result that is not JSON", spec.id)
+            message = f"{spec.id} returned a result that cannot be sent as JSON."
+            return _reply(500, error_envelope(500, "InvalidResult", message, logs))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
+    payload = {"error": {"error_code": code, "message": f"{request.method} {request.url.path}: {exc.detail}"}}
+    return _JSONResponse(json.dumps(payload).encode(), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    payload = error_envelope(500, "Internal", "The proxy failed unexpectedly; its log has the details.")
+    return _reply(500, payload)
+
+
+def create_app(
+    catalogue: Catalogue,
+    invoker: Invoker,
+    *,
+    api_key: str | None = None,
+    command_timeout: float = 40.0,
+    max_body_bytes: int = 32 * 1024 * 1024,
+    path_prefix: str = "",
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> Starlette:
+    """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}`` and liveness.
+
+    Args:
+        catalogue: the commands, built from descriptors.
+        invoker: how commands run (in-process, over a channel, or both).
+        api_key: when set, required in ``Spiff-Connector-Proxy-Api-Key`` except on liveness.
+        command_timeout: the deadline of each command, below spiff-arena's 45 s.
+        max_body_bytes: larger ``/v1/do`` bodies get 413.
+        path_prefix: serve everything under this prefix (e.g. ``/standard``).
+    """
+    if api_key is not None and not api_key:
+        msg = "an empty API key would leave the proxy open; pass None to run without one"
+        raise ValueError(msg)
+    endpoints = ProxyEndpoints(
+        catalogue, invoker, api_key=api_key, command_timeout=command_timeout, max_body_bytes=max_body_bytes
+    )
+    routes: Sequence[BaseRoute] = [
+        Route("/liveness", endpoints.liveness),
+        Route("/v1/liveness", endpoints.liveness),
+        Route("/v1/commands", endpoints.commands),
+        Route("/v1/auths", endpoints.auths),
+        Route("/v1/do/{connector}/{command}", endpoints.do, methods=["POST"]),
+    ]
+    if path_prefix:
+        routes = [Mount(path_prefix, routes=list(routes))]
+    return Starlette(
+        routes=list(routes),
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,93 @@
+"""The grpc.aio server that hosts the connectors, with reflection and health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server._registry import Command, Connector
+from server.invocation import execute
+
+__all__ = ["LOG_METADATA_KEY", "create_server", "grpc_options"]
+
+logger = logging.getLogger(__name__)
+
+LOG_METADATA_KEY = "spiff-log-bin"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel and server options shared by both ends: message sizes that fit large task data."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, bytes], ...]
+
+
+def _method_handler(command: Command) -> grpc.RpcMethodHandler:
+    async def handle(request: object, context: grpc.aio.ServicerContext[object, object]) -> object:
+        reply = await execute(command, request, context)  # type: ignore[arg-type]
+        logs = tuple((LOG_METADATA_KEY, line.encode()) for line in reply.logs)
+        if reply.failure is None:
+            if logs:
+                context.set_trailing_metadata(logs)
+            return reply.response
+        failure = reply.failure
+        details = ((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),)
+        await context.abort_with_status(_Status(failure.code, failure.message, details + logs))
+        raise AssertionError  # pragma: no cover - abort_with_status always raises
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=command.request_class.FromString,
+        response_serializer=command.response_class.SerializeToString,
+    )
+
+
+async def create_server(
+    connectors: Sequence[Connector],
+    address: str,
+    *,
+    max_message_bytes: int = 64 * 1024 * 1024,
+    extra_options: Iterable[tuple[str, int]] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """Builds and starts a server hosting ``connectors`` on ``address`` (``host:0`` picks a port).
+
+    Returns:
+        The started server and the port it is bound to.
+    """
+    options = [("grpc.so_reuseport", 0), *grpc_options(max_message_bytes), *extra_options]
+    server = grpc.aio.server(options=options)
+    for connector in connectors:
+        handlers = {command.method.name: _method_handler(command) for command in connector.commands}
+        server.add_registered_method_handlers(connector.service.full_name, handlers)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(connector.service.full_name, handlers),))
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_names = [c.service.full_name for c in connectors]
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        msg = f"could not bind the gRPC server to {address}"
+        raise OSError(msg)
+    await server.start()
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("gRPC server listening on port %d with %d connectors", port, len(connectors))
+    return server, port

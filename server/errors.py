@@ -1,0 +1,199 @@
+"""The proxy's one error vocabulary, shared by connectors, the gRPC server and the REST shim.
+
+    CommandError                     a command failed; carries a gRPC code and a stable error_code
+     ├── InvalidArgument             INVALID_ARGUMENT: the caller sent something unusable
+     │    └── InvalidParameters      parameters of the wrong type, missing or out of range
+     ├── NotFound                    NOT_FOUND
+     ├── PermissionDenied            PERMISSION_DENIED
+     ├── Unauthenticated             UNAUTHENTICATED
+     ├── FailedPrecondition          FAILED_PRECONDITION
+     ├── ResourceExhausted           RESOURCE_EXHAUSTED (e.g. rate limited)
+     ├── DeadlineExceeded            DEADLINE_EXCEEDED
+     ├── Unavailable                 UNAVAILABLE: an upstream could not be reached; worth retrying
+     ├── Unimplemented               UNIMPLEMENTED
+     └── Internal                    INTERNAL
+
+Over gRPC a failure travels as a google.rpc.Status whose details hold an ErrorInfo
+(reason = error_code), a BadRequest for parameter violations, and optionally the
+command's partial result (its own response message, e.g. an upstream 404 body).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import grpc
+from google.protobuf import any_pb2, message
+from google.rpc import error_details_pb2, status_pb2
+
+__all__ = [
+    "CommandError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "Failure",
+    "Internal",
+    "InvalidArgument",
+    "InvalidParameters",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Violation",
+    "default_error_code",
+]
+
+ERROR_DOMAIN = "spiff.connector"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One bad parameter: its path (``schema.columns[2]``) and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+def default_error_code(code: grpc.StatusCode) -> str:
+    """The error_code of a failure that names none: the gRPC code in CamelCase (``DeadlineExceeded``)."""
+    return "".join(part.capitalize() for part in code.name.split("_"))
+
+
+class CommandError(Exception):
+    """A command failure with a gRPC code, a stable ``error_code`` and a message for people.
+
+    Args:
+        message: what went wrong, safe to show to a diagram author (never a secret).
+        error_code: the stable code BPMN error events match; defaults to the class's.
+        result: the command's partial result (its response message), rendered into
+            ``command_response`` as on success, e.g. the body of an upstream 404.
+        violations: the bad parameters, for InvalidParameters.
+    """
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    error_code_default: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        result: message.Message | None = None,
+        violations: Sequence[Violation] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_code = error_code or self.error_code_default or default_error_code(self.code)
+        self.result = result
+        self.violations = tuple(violations)
+
+    def to_failure(self) -> Failure:
+        return Failure(self.code, self.error_code, self.message, self.violations, self.result)
+
+
+class InvalidArgument(CommandError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidParameters(InvalidArgument):
+    error_code_default = "InvalidParameters"
+
+
+class NotFound(CommandError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class PermissionDenied(CommandError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(CommandError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class FailedPrecondition(CommandError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(CommandError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(CommandError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Unavailable(CommandError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unimplemented(CommandError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Internal(CommandError):
+    code = grpc.StatusCode.INTERNAL
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed command as both transports deliver it to the REST shim."""
+
+    code: grpc.StatusCode
+    error_code: str
+    message: str
+    violations: tuple[Violation, ...] = ()
+    result: message.Message | None = None
+    logs: tuple[str, ...] = field(default=())
+
+    def to_status(self) -> status_pb2.Status:
+        """The google.rpc.Status that carries this failure over gRPC."""
+        details = [_pack(error_details_pb2.ErrorInfo(reason=self.error_code, domain=ERROR_DOMAIN))]
+        if self.violations:
+            bad_request = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in self.violations
+                ]
+            )
+            details.append(_pack(bad_request))
+        if self.result is not None:
+            details.append(_pack(self.result))
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+    @classmethod
+    def from_status(
+        cls,
+        code: grpc.StatusCode,
+        message_text: str,
+        status: status_pb2.Status | None,
+        response_class: type[message.Message],
+        logs: tuple[str, ...] = (),
+    ) -> Failure:
+        """Rebuilds a failure from a gRPC status, reading whatever details it carries."""
+        error_code = default_error_code(code)
+        violations: list[Violation] = []
+        result: message.Message | None = None
+        for detail in status.details if status is not None else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                if info.reason:
+                    error_code = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                violations.extend(Violation(v.field, v.description) for v in bad_request.field_violations)
+            elif detail.Is(response_class.DESCRIPTOR):
+                result = response_class()
+                detail.Unpack(result)
+        return cls(code, error_code, message_text, tuple(violations), result, logs)
+
+
+def _pack(msg: message.Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed

@@ -1,0 +1,156 @@
+"""Running a command: the one code path both the gRPC server and in-process calls go through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from google.protobuf import message
+
+from server._registry import Command, Connector
+from server.errors import (
+    CommandError,
+    Failure,
+    Internal,
+    InvalidParameters,
+    default_error_code,
+)
+
+__all__ = ["Invoker", "LocalInvoker", "Reply", "execute", "log", "timeout_failure"]
+
+logger = logging.getLogger(__name__)
+_logs: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("spiff_logs", default=None)
+
+
+def log(line: str) -> None:
+    """Adds a line to the running command's ``spiff__logs``. Never pass a secret."""
+    lines = _logs.get()
+    if lines is None:
+        logger.info("%s", line)
+    else:
+        lines.append(line)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a call of a command gave: a response or a failure, plus its log lines."""
+
+    response: message.Message | None
+    failure: Failure | None
+    logs: tuple[str, ...] = ()
+
+
+class Invoker(Protocol):
+    """Calls commands by full gRPC method name; the REST shim's only view of execution."""
+
+    async def invoke(self, full_method: str, request: message.Message, timeout: float) -> Reply: ...
+
+
+def timeout_failure(timeout: float) -> Failure:
+    """The failure of a call that ran out of time, worded the same on both paths."""
+    message_text = f"The command did not finish within {timeout:g} s."
+    return Failure(grpc.StatusCode.DEADLINE_EXCEEDED, default_error_code(grpc.StatusCode.DEADLINE_EXCEEDED), message_text)
+
+
+async def execute(command: Command, request: message.Message, context: Any) -> Reply:
+    """Applies defaults, checks required parameters, runs the command and catches what it raises.
+
+    Synchronous (``def``) command methods run in a worker thread, so blocking SDK calls
+    never stall the event loop. Unknown exceptions are logged and become INTERNAL
+    with a generic message: no traceback leaves the process.
+    """
+    lines: list[str] = []
+    token = _logs.set(lines)
+    failure: Failure
+    try:
+        command.plan.apply_defaults(request)
+        missing = command.plan.missing(request)
+        if missing:
+            names = ", ".join(v.field for v in missing)
+            raise InvalidParameters(f"Missing required parameters: {names}.", violations=missing)
+        if command.is_async:
+            response = await command.behaviour(request, context)
+        else:
+            response = await asyncio.to_thread(command.behaviour, request, context)
+        return Reply(response, None, tuple(lines))
+    except CommandError as exc:
+        failure = exc.to_failure()
+    except _Aborted as exc:
+        failure = Failure(exc.code, default_error_code(exc.code), exc.details)
+    except Exception:
+        logger.exception("command %s raised", command.id)
+        failure = Internal("The command failed unexpectedly; the proxy's log has the details.").to_failure()
+    finally:
+        _logs.reset(token)
+    return Reply(None, replace(failure, logs=tuple(lines)), tuple(lines))
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class LocalContext:
+    """The servicer context of an in-process call: the parts of grpc.aio.ServicerContext
+    that connectors use, with the same meaning. Anything else fails loudly."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+        self._trailing: tuple[tuple[str, str | bytes], ...] = ()
+
+    def time_remaining(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return ()
+
+    def peer(self) -> str:
+        return "local"
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return False
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        self._trailing = tuple(metadata)
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._trailing
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Iterable[Any] = ()
+    ) -> NoReturn:
+        raise _Aborted(code, details)
+
+    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        raise _Aborted(status.code, status.details)
+
+    def __getattr__(self, name: str) -> NoReturn:
+        msg = f"{name} is not available to commands called in-process"
+        raise NotImplementedError(msg)
+
+
+class LocalInvoker:
+    """Calls hosted connectors directly through their servicers: no socket, no serialization."""
+
+    def __init__(self, connectors: Iterable[Connector]) -> None:
+        self.commands = {command.full_method: command for c in connectors for command in c.commands}
+
+    async def invoke(self, full_method: str, request: message.Message, timeout: float) -> Reply:
+        command = self.commands[full_method]
+        context = LocalContext(time.monotonic() + timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return await execute(command, request, context)
+        except TimeoutError:
+            return Reply(None, timeout_failure(timeout))

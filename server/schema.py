@@ -1,0 +1,144 @@
+"""What the protobuf descriptors say about connectors, commands and parameters.
+
+Both the gRPC server (defaults and required checks for every caller) and the REST
+shim (catalogue and transcoding) read the schema through this module, so the
+custom options in ``spiff/connector/v1/options.proto`` are interpreted once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import descriptor, message
+from spiff.connector.v1 import options_pb2, types_pb2
+
+from server import json_values
+from server.errors import Violation
+
+__all__ = [
+    "SPIFF_CONTEXT",
+    "MessagePlan",
+    "command_options",
+    "connector_name",
+    "connector_options",
+    "field_options",
+]
+
+SPIFF_CONTEXT = types_pb2.SpiffContext.DESCRIPTOR.full_name
+FD = descriptor.FieldDescriptor
+
+
+def connector_options(service: descriptor.ServiceDescriptor) -> options_pb2.ConnectorOptions:
+    return service.GetOptions().Extensions[options_pb2.connector]
+
+
+def connector_name(service: descriptor.ServiceDescriptor) -> str:
+    """The name used in command ids: the option, else the package segment before the version."""
+    name = connector_options(service).name
+    if name:
+        return name
+    parts = service.full_name.split(".")
+    package = parts[:-1]
+    if len(package) >= 2 and package[-1].startswith("v") and package[-1][1:].isdigit():
+        return package[-2]
+    return package[-1] if package else service.name
+
+
+def command_options(method: descriptor.MethodDescriptor) -> options_pb2.CommandOptions:
+    return method.GetOptions().Extensions[options_pb2.command]
+
+
+def field_options(field: descriptor.FieldDescriptor) -> options_pb2.FieldOptions:
+    return field.GetOptions().Extensions[options_pb2.field]
+
+
+def is_message(field: descriptor.FieldDescriptor, full_name: str) -> bool:
+    return field.type == FD.TYPE_MESSAGE and field.message_type.full_name == full_name
+
+
+def is_map(field: descriptor.FieldDescriptor) -> bool:
+    return field.is_repeated and field.type == FD.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+
+
+def is_repeated(field: descriptor.FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+@dataclass(frozen=True)
+class _Default:
+    field: descriptor.FieldDescriptor
+    value: Any
+
+
+class MessagePlan:
+    """Defaults and required-ness of one request message, computed once.
+
+    Raises:
+        ValueError: at start-up, when a default is declared on a field without presence
+            or does not parse: a schema mistake should stop the server, not a call.
+    """
+
+    def __init__(self, desc: descriptor.Descriptor) -> None:
+        self.descriptor = desc
+        self.required: list[descriptor.FieldDescriptor] = []
+        self.defaults: list[_Default] = []
+        for field in desc.fields:
+            options = field_options(field)
+            if options.required:
+                self.required.append(field)
+            if options.default_json:
+                self.defaults.append(_Default(field, _parse_default(field, options.default_json)))
+
+    def apply_defaults(self, msg: message.Message) -> None:
+        """Sets every absent parameter that declares a default."""
+        for default in self.defaults:
+            name = default.field.name
+            if msg.HasField(name):
+                continue
+            if default.field.type == FD.TYPE_MESSAGE:
+                getattr(msg, name).CopyFrom(default.value)
+            else:
+                setattr(msg, name, default.value)
+
+    def missing(self, msg: message.Message) -> list[Violation]:
+        """The required parameters that are absent (or empty, for fields without presence)."""
+        return [
+            Violation(field.name, "is required")
+            for field in self.required
+            if not _is_present(msg, field)
+        ]
+
+
+def _is_present(msg: message.Message, field: descriptor.FieldDescriptor) -> bool:
+    if is_repeated(field):
+        return len(getattr(msg, field.name)) > 0
+    if field.has_presence:
+        return msg.HasField(field.name)
+    return bool(getattr(msg, field.name))
+
+
+def _parse_default(field: descriptor.FieldDescriptor, text: str) -> Any:
+    where = f"{field.full_name}: default_json {text!r}"
+    if not field.has_presence or is_repeated(field):
+        msg = f"{where} needs a field with presence (proto3 `optional`)"
+        raise ValueError(msg)
+    value = json_values.loads(text)
+    if is_message(field, json_values.JSON_VALUE):
+        return json_values.dump(value)
+    if field.type == FD.TYPE_ENUM:
+        enum_value = field.enum_type.values_by_name.get(value) if isinstance(value, str) else None
+        if enum_value is None:
+            msg = f"{where} is not a value of {field.enum_type.full_name}"
+            raise ValueError(msg)
+        return enum_value.number
+    expected: tuple[type, ...] = {
+        FD.CPPTYPE_STRING: (str,),
+        FD.CPPTYPE_BOOL: (bool,),
+        FD.CPPTYPE_DOUBLE: (int, float),
+        FD.CPPTYPE_FLOAT: (int, float),
+    }.get(field.cpp_type, (int,))
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        msg = f"{where} does not fit the field's type"
+        raise ValueError(msg)
+    return value

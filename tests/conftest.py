@@ -1,0 +1,89 @@
+"""Shared fixtures: a real grpc.aio server on 127.0.0.1:0 and the shim through httpx's ASGI transport.
+
+``proxy`` is parametrized over the two execution paths, so every test written against it
+runs once in-process (``local``) and once over a gRPC channel to a real server (``remote``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from rest_shim import Catalogue, RemoteInvoker, create_app, fetch_services
+from server._registry import Connector, discover
+from server.app import create_server
+from server.invocation import LocalInvoker
+
+AppFactory = Callable[..., Starlette]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def connectors() -> list[Connector]:
+    return discover(["connectors"])
+
+
+@pytest.fixture
+async def grpc_server(connectors: list[Connector]) -> AsyncIterator[tuple[grpc.aio.Server, str]]:
+    server, port = await create_server(connectors, "127.0.0.1:0")
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+async def grpc_channel(grpc_server: tuple[grpc.aio.Server, str]) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(grpc_server[1]) as channel:
+        yield channel
+
+
+@pytest.fixture(params=["local", "remote"])
+async def make_app(
+    request: pytest.FixtureRequest, connectors: list[Connector], anyio_backend: str
+) -> AsyncIterator[AppFactory]:
+    """Builds the shim (any ``create_app`` keyword may be passed) on the path under test."""
+    invokers: list[RemoteInvoker] = []
+    server: grpc.aio.Server | None = None
+    if request.param == "local":
+        catalogue = Catalogue(c.service for c in connectors)
+        invoker: Any = LocalInvoker(connectors)
+    else:
+        server, port = await create_server(connectors, "127.0.0.1:0")
+        target = f"127.0.0.1:{port}"
+        catalogue = Catalogue(await fetch_services(target))
+        invoker = RemoteInvoker(target, catalogue.commands.values())
+        await invoker.start()
+        invokers.append(invoker)
+
+    def factory(**kwargs: Any) -> Starlette:
+        return create_app(catalogue, invoker, **kwargs)
+
+    factory.path = request.param  # type: ignore[attr-defined]
+    try:
+        yield factory
+    finally:
+        for remote in invokers:
+            await remote.close()
+        if server is not None:
+            await server.stop(None)
+
+
+@pytest.fixture
+async def proxy(make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the default shim, on whichever path ``make_app`` is parametrized to."""
+    async with client_for(make_app()) as client:
+        yield client
+
+
+def client_for(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://proxy.test")
