@@ -36,10 +36,10 @@ def generate() -> None:
 try:
     from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 except ImportError:  # pragma: no cover - only `python hatch_build.py` runs without hatchling
-    BuildHookInterface = object  # type: ignore[assignment,misc]
+    BuildHookInterface = object
 
 
-class CustomBuildHook(BuildHookInterface):  # type: ignore[misc,valid-type]
+class CustomBuildHook(BuildHookInterface):  # type: ignore[misc]
     """Runs the generator before hatchling builds a wheel or an editable install."""
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:

@@ -59,7 +59,8 @@ class Catalogue:
         for service in services:
             name = connector_name(service)
             if "/" in name or name in owners:
-                msg = f"connector name {name!r} of {service.full_name} is not usable or already taken by {owners.get(name)}"
+                taken = f" (already used by {owners[name]})" if name in owners else ""
+                msg = f"connector name {name!r} of {service.full_name} is not usable{taken}"
                 raise ValueError(msg)
             owners[name] = service.full_name
             for method in service.methods:
@@ -78,7 +79,12 @@ class Catalogue:
                     {
                         "id": f"{name}/{auth.name}",
                         "parameters": [
-                            {"id": p.id, "type": p.type or "any", "required": p.required, "description": p.description}
+                            {
+                                "id": p.id,
+                                "type": p.type or "any",
+                                "required": p.required,
+                                "description": p.description,
+                            }
                             for p in auth.parameters
                         ],
                         "description": auth.description,

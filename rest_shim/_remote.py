@@ -50,7 +50,9 @@ class RemoteInvoker:
     belong to the loop that made them) and closed by :meth:`close`.
     """
 
-    def __init__(self, target: str, specs: Iterable[CommandSpec], *, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, target: str, specs: Iterable[CommandSpec], *, max_message_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.target = target
         self._specs = {spec.full_method: spec for spec in specs}
         self._max_message_bytes = max_message_bytes
@@ -88,7 +90,11 @@ class RemoteInvoker:
             trailing = exc.trailing_metadata() or ()
             logs = _logs(trailing)
             status = next(
-                (status_pb2.Status.FromString(v) for k, v in trailing if k == STATUS_DETAILS_KEY and isinstance(v, bytes)),
+                (
+                    status_pb2.Status.FromString(v)
+                    for k, v in trailing
+                    if k == STATUS_DETAILS_KEY and isinstance(v, bytes)
+                ),
                 None,
             )
             if status is None and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -100,7 +106,9 @@ class RemoteInvoker:
 
 def _logs(metadata: Iterable[tuple[str, str | bytes]]) -> tuple[str, ...]:
     return tuple(
-        v.decode(errors="replace") if isinstance(v, bytes) else v for k, v in metadata if k == LOG_METADATA_KEY
+        v.decode(errors="replace") if isinstance(v, bytes) else v
+        for k, v in metadata
+        if k == LOG_METADATA_KEY
     )
 
 

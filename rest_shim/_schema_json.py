@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf import descriptor
 
 from server import json_values
-from server.schema import field_options, is_map, is_message, is_repeated
+from server.schema import enum_type, field_options, is_map, is_message, is_repeated, message_type
 
 __all__ = ["INT_RANGES", "field_schema", "spiff_type"]
 
@@ -43,8 +43,11 @@ def spiff_type(field: descriptor.FieldDescriptor) -> str:
 def field_schema(field: descriptor.FieldDescriptor, *, _depth: int = 0) -> dict[str, Any]:
     """The JSON Schema of one field's value, with its description, default and examples."""
     if is_map(field):
-        value_field = field.message_type.fields_by_name["value"]
-        schema: dict[str, Any] = {"type": "object", "additionalProperties": _value_schema(value_field, _depth)}
+        value_field = message_type(field).fields_by_name["value"]
+        schema: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": _value_schema(value_field, _depth),
+        }
     elif is_repeated(field):
         schema = {"type": "array", "items": _value_schema(field, _depth)}
     else:
@@ -76,10 +79,10 @@ def _value_schema(field: descriptor.FieldDescriptor, depth: int) -> dict[str, An
     if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
         return {"type": "number"}
     if kind == FD.TYPE_ENUM:
-        return {"type": "string", "enum": [v.name for v in field.enum_type.values]}
+        return {"type": "string", "enum": [v.name for v in enum_type(field).values]}
     if is_message(field, json_values.JSON_VALUE):
         return {}
-    return message_schema(field.message_type, depth + 1)
+    return message_schema(message_type(field), depth + 1)
 
 
 def message_schema(desc: descriptor.Descriptor, depth: int = 0) -> dict[str, Any]:

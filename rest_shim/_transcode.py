@@ -19,7 +19,16 @@ from google.protobuf import descriptor, json_format, message, message_factory
 from rest_shim._schema_json import INT_RANGES
 from server import json_values
 from server.errors import Violation
-from server.schema import SPIFF_CONTEXT, MessagePlan, field_options, is_map, is_message, is_repeated
+from server.schema import (
+    SPIFF_CONTEXT,
+    MessagePlan,
+    enum_type,
+    field_options,
+    is_map,
+    is_message,
+    is_repeated,
+    message_type,
+)
 
 __all__ = ["DecodeResult", "Decoder", "ResultLayout", "encode_message"]
 
@@ -35,7 +44,7 @@ class _Bad(Exception):
 Convert = Callable[[Any, str, list[Violation]], Any]
 
 
-def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C901 - one branch per kind
+def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
     kind = field.type
     if kind == FD.TYPE_STRING:
         allowed = frozenset(field_options(field).allowed_values)
@@ -46,9 +55,11 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C9
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 text = str(value)
             else:
-                raise _Bad("must be a string")
+                msg = "must be a string"
+                raise _Bad(msg)
             if allowed and text not in allowed:
-                raise _Bad(f"must be one of {', '.join(sorted(allowed))}")
+                msg = f"must be one of {', '.join(sorted(allowed))}"
+                raise _Bad(msg)
             return text
 
         return to_str
@@ -57,17 +68,20 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C9
 
         def to_int(value: Any, path: str, bad: list[Violation]) -> Any:
             if isinstance(value, bool):
-                raise _Bad("must be an integer, not a boolean")
+                msg = "must be an integer, not a boolean"
+                raise _Bad(msg)
             if isinstance(value, int):
                 number = value
-            elif isinstance(value, float) and value.is_integer():
-                number = int(value)
-            elif isinstance(value, str) and _INT_TEXT.fullmatch(value):
+            elif (isinstance(value, float) and value.is_integer()) or (
+                isinstance(value, str) and _INT_TEXT.fullmatch(value)
+            ):
                 number = int(value)
             else:
-                raise _Bad("must be an integer")
+                msg = "must be an integer"
+                raise _Bad(msg)
             if not low <= number <= high:
-                raise _Bad(f"must be between {low} and {high}")
+                msg = f"must be between {low} and {high}"
+                raise _Bad(msg)
             return number
 
         return to_int
@@ -80,7 +94,8 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C9
                 return value.strip().lower() == "true"
             if isinstance(value, int) and value in (0, 1):
                 return bool(value)
-            raise _Bad("must be a boolean")
+            msg = "must be a boolean"
+            raise _Bad(msg)
 
         return to_bool
     if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
@@ -96,7 +111,8 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C9
                 else:
                     if math.isfinite(number):
                         return number
-            raise _Bad("must be a number")
+            msg = "must be a number"
+            raise _Bad(msg)
 
         return to_float
     if kind == FD.TYPE_BYTES:
@@ -107,11 +123,12 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C9
                     return base64.b64decode(value, validate=True)
                 except (binascii.Error, ValueError):
                     pass
-            raise _Bad("must be base64 text")
+            msg = "must be base64 text"
+            raise _Bad(msg)
 
         return to_bytes
     if kind == FD.TYPE_ENUM:
-        enum = field.enum_type
+        enum = enum_type(field)
         prefix = _enum_prefix(enum)
         by_name: dict[str, int] = {}
         for v in enum.values:
@@ -124,32 +141,35 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:  # noqa: C9
                 return by_name[value.lower()]
             if isinstance(value, int) and not isinstance(value, bool) and value in numbers:
                 return value
-            raise _Bad(f"must be one of {', '.join(v.name.removeprefix(prefix).lower() for v in enum.values)}")
+            msg = f"must be one of {', '.join(v.name.removeprefix(prefix).lower() for v in enum.values)}"
+            raise _Bad(msg)
 
         return to_enum
     # Messages.
     if is_message(field, json_values.JSON_VALUE):
-        json_class = message_factory.GetMessageClass(field.message_type)
+        json_class = message_factory.GetMessageClass(message_type(field))
 
         def to_json_value(value: Any, path: str, bad: list[Violation]) -> Any:
             return json_class(json=json_values.dumps(value))
 
         return to_json_value
-    if field.message_type.full_name.startswith(_WELL_KNOWN_PREFIX):
-        wkt_class = message_factory.GetMessageClass(field.message_type)
+    if message_type(field).full_name.startswith(_WELL_KNOWN_PREFIX):
+        wkt_class = message_factory.GetMessageClass(message_type(field))
 
         def to_well_known(value: Any, path: str, bad: list[Violation]) -> Any:
             try:
                 return json_format.ParseDict(value, wkt_class())
             except json_format.ParseError as exc:
-                raise _Bad(f"is not a valid {field.message_type.name}: {exc}") from None
+                msg = f"is not a valid {message_type(field).name}: {exc}"
+                raise _Bad(msg) from None
 
         return to_well_known
-    nested = Decoder(field.message_type)
+    nested = Decoder(message_type(field))
 
     def to_message(value: Any, path: str, bad: list[Violation]) -> Any:
         if not isinstance(value, dict):
-            raise _Bad("must be an object")
+            msg = "must be an object"
+            raise _Bad(msg)
         return nested.decode_into(value, path + ".", bad, ignored=None)
 
     return to_message
@@ -162,12 +182,13 @@ def _enum_prefix(enum: descriptor.EnumDescriptor) -> str:
 
 def _field_converter(field: descriptor.FieldDescriptor) -> Convert:
     if is_map(field):
-        key_convert = _scalar_converter(field.message_type.fields_by_name["key"])
-        value_convert = _scalar_converter(field.message_type.fields_by_name["value"])
+        key_convert = _scalar_converter(message_type(field).fields_by_name["key"])
+        value_convert = _scalar_converter(message_type(field).fields_by_name["value"])
 
         def to_map(value: Any, path: str, bad: list[Violation]) -> Any:
             if not isinstance(value, dict):
-                raise _Bad("must be an object")
+                msg = "must be an object"
+                raise _Bad(msg)
             result = {}
             for key, item in value.items():
                 item_path = f"{path}[{key!r}]"
@@ -186,7 +207,8 @@ def _field_converter(field: descriptor.FieldDescriptor) -> Convert:
 
         def to_list(value: Any, path: str, bad: list[Violation]) -> Any:
             if not isinstance(value, list):
-                raise _Bad("must be a list")
+                msg = "must be a list"
+                raise _Bad(msg)
             result = []
             for index, item in enumerate(value):
                 item_path = f"{path}[{index}]"
@@ -275,7 +297,7 @@ class Decoder:
 
     def _spiff_context(self, body: dict[str, Any]) -> message.Message:
         assert self.context_field is not None  # noqa: S101 - checked by the caller
-        context = message_factory.GetMessageClass(self.context_field.message_type)()
+        context: Any = message_factory.GetMessageClass(message_type(self.context_field))()
         instance_id = body.get("spiff__process_instance_id")
         if isinstance(instance_id, int) and not isinstance(instance_id, bool):
             context.process_instance_id = instance_id
@@ -285,18 +307,20 @@ class Decoder:
                 setattr(context, key, text)
         if "spiff__task_data" in body:
             context.task_data.json = json_values.dumps(body["spiff__task_data"])
-        return context
+        result: message.Message = context
+        return result
 
 
 def encode_message(msg: message.Message) -> dict[str, Any]:
     """A message as JSON-ready Python: every field present (unset ones as null), int64 as numbers."""
-    return {field.name: _encode_field(msg, field) for field in msg.DESCRIPTOR.fields}
+    desc: Any = msg.DESCRIPTOR
+    return {field.name: _encode_field(msg, field) for field in desc.fields}
 
 
 def _encode_field(msg: message.Message, field: descriptor.FieldDescriptor) -> Any:
     value = getattr(msg, field.name)
     if is_map(field):
-        value_field = field.message_type.fields_by_name["value"]
+        value_field = message_type(field).fields_by_name["value"]
         return {str(k): _encode_value(value_field, v) for k, v in value.items()}
     if is_repeated(field):
         return [_encode_value(field, v) for v in value]
@@ -310,11 +334,11 @@ def _encode_value(field: descriptor.FieldDescriptor, value: Any) -> Any:
     if kind == FD.TYPE_MESSAGE:
         if is_message(field, json_values.JSON_VALUE):
             return json_values.loads(value.json) if value.json else None
-        if field.message_type.full_name.startswith(_WELL_KNOWN_PREFIX):
+        if message_type(field).full_name.startswith(_WELL_KNOWN_PREFIX):
             return json_format.MessageToDict(value, preserving_proto_field_name=True)
         return encode_message(value)
     if kind == FD.TYPE_ENUM:
-        enum_value = field.enum_type.values_by_number.get(value)
+        enum_value = enum_type(field).values_by_number.get(value)
         return enum_value.name if enum_value is not None else value
     if kind == FD.TYPE_BYTES:
         return base64.b64encode(value).decode()
@@ -350,9 +374,19 @@ class ResultLayout:
     def command_response(self, msg: message.Message | None, default_status: int) -> dict[str, Any]:
         """spiff's ``command_response`` object; ``default_status`` fills an absent http_status."""
         if msg is None:
-            return {"body": None, "mimetype": "application/json", "http_status": default_status, "headers": {}}
+            return {
+                "body": None,
+                "mimetype": "application/json",
+                "http_status": default_status,
+                "headers": {},
+            }
         if not self.roles:
-            return {"body": encode_message(msg), "mimetype": "application/json", "http_status": default_status, "headers": {}}
+            return {
+                "body": encode_message(msg),
+                "mimetype": "application/json",
+                "http_status": default_status,
+                "headers": {},
+            }
         result: dict[str, Any] = {
             "body": _encode_field(msg, self._body) if self._body else None,
             "mimetype": (getattr(msg, self._mimetype.name) if self._mimetype else "") or "application/json",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -104,21 +104,30 @@ class ProxyEndpoints:
         if spec is None:
             return _reply(
                 404,
-                error_envelope(404, "command_not_found", f"There is no command {connector}/{command} on this proxy."),
+                error_envelope(
+                    404, "command_not_found", f"There is no command {connector}/{command} on this proxy."
+                ),
             )
         try:
             raw = await self._read_body(request)
         except _TooLarge:
             limit = f"{self.max_body_bytes} bytes"
-            return _reply(413, error_envelope(413, "PayloadTooLarge", f"The request body is larger than {limit}."))
+            return _reply(
+                413, error_envelope(413, "PayloadTooLarge", f"The request body is larger than {limit}.")
+            )
         try:
             body = json_values.loads(raw) if raw.strip() else {}
         except (ValueError, UnicodeDecodeError) as exc:
-            return _reply(400, error_envelope(400, "InvalidJson", f"The request body is not valid JSON: {exc}."))
+            return _reply(
+                400, error_envelope(400, "InvalidJson", f"The request body is not valid JSON: {exc}.")
+            )
         if not isinstance(body, dict):
             kind = type(body).__name__
             return _reply(
-                400, error_envelope(400, "InvalidParameters", f"The request body must be a JSON object, not {kind}.")
+                400,
+                error_envelope(
+                    400, "InvalidParameters", f"The request body must be a JSON object, not {kind}."
+                ),
             )
         return await self._run(spec, body)
 

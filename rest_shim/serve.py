@@ -31,7 +31,9 @@ async def build_remote_app(settings: Settings) -> Starlette:
     for target in settings.grpc_targets:
         found = await fetch_services(target)
         catalogue = Catalogue(found)
-        invoker = RemoteInvoker(target, catalogue.commands.values(), max_message_bytes=2 * settings.max_body_bytes)
+        invoker = RemoteInvoker(
+            target, catalogue.commands.values(), max_message_bytes=2 * settings.max_body_bytes
+        )
         invokers.append(invoker)
         services.extend(found)
         routes.update(dict.fromkeys((spec.full_method for spec in catalogue.commands.values()), invoker))

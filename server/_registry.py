@@ -70,7 +70,8 @@ def discover(packages: Iterable[str]) -> list[Connector]:
     seen: dict[str, str] = {}
     for connector in connectors:
         if connector.name in seen:
-            msg = f"two services use the connector name {connector.name!r}: {seen[connector.name]} and {connector.service.full_name}"
+            both = f"{seen[connector.name]} and {connector.service.full_name}"
+            msg = f"two services use the connector name {connector.name!r}: {both}"
             raise RuntimeError(msg)
         seen[connector.name] = connector.service.full_name
     return connectors

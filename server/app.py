@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,13 +31,13 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 @dataclass(frozen=True)
-class _Status(grpc.Status):  # type: ignore[misc]
+class _Status(grpc.Status):
     code: grpc.StatusCode
     details: str
     trailing_metadata: tuple[tuple[str, bytes], ...]
 
 
-def _method_handler(command: Command) -> grpc.RpcMethodHandler:
+def _method_handler(command: Command) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: object, context: grpc.aio.ServicerContext[object, object]) -> object:
         reply = await execute(command, request, context)  # type: ignore[arg-type]
         logs = tuple((LOG_METADATA_KEY, line.encode()) for line in reply.logs)
@@ -73,7 +74,9 @@ async def create_server(
     for connector in connectors:
         handlers = {command.method.name: _method_handler(command) for command in connector.commands}
         server.add_registered_method_handlers(connector.service.full_name, handlers)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(connector.service.full_name, handlers),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(connector.service.full_name, handlers),)
+        )
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

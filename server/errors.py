@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import grpc
-from google.protobuf import any_pb2, message
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
@@ -81,7 +82,7 @@ class CommandError(Exception):
         message: str,
         *,
         error_code: str | None = None,
-        result: message.Message | None = None,
+        result: Message | None = None,
         violations: Sequence[Violation] = (),
     ) -> None:
         super().__init__(message)
@@ -146,7 +147,7 @@ class Failure:
     error_code: str
     message: str
     violations: tuple[Violation, ...] = ()
-    result: message.Message | None = None
+    result: Message | None = None
     logs: tuple[str, ...] = field(default=())
 
     def to_status(self) -> status_pb2.Status:
@@ -170,13 +171,13 @@ class Failure:
         code: grpc.StatusCode,
         message_text: str,
         status: status_pb2.Status | None,
-        response_class: type[message.Message],
+        response_class: type[Message],
         logs: tuple[str, ...] = (),
     ) -> Failure:
         """Rebuilds a failure from a gRPC status, reading whatever details it carries."""
         error_code = default_error_code(code)
         violations: list[Violation] = []
-        result: message.Message | None = None
+        result: Message | None = None
         for detail in status.details if status is not None else ():
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
@@ -193,7 +194,7 @@ class Failure:
         return cls(code, error_code, message_text, tuple(violations), result, logs)
 
 
-def _pack(msg: message.Message) -> any_pb2.Any:
+def _pack(msg: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(msg)
     return packed

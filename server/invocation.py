@@ -55,7 +55,9 @@ class Invoker(Protocol):
 def timeout_failure(timeout: float) -> Failure:
     """The failure of a call that ran out of time, worded the same on both paths."""
     message_text = f"The command did not finish within {timeout:g} s."
-    return Failure(grpc.StatusCode.DEADLINE_EXCEEDED, default_error_code(grpc.StatusCode.DEADLINE_EXCEEDED), message_text)
+    return Failure(
+        grpc.StatusCode.DEADLINE_EXCEEDED, default_error_code(grpc.StatusCode.DEADLINE_EXCEEDED), message_text
+    )
 
 
 async def execute(command: Command, request: message.Message, context: Any) -> Reply:
@@ -73,7 +75,8 @@ async def execute(command: Command, request: message.Message, context: Any) -> R
         missing = command.plan.missing(request)
         if missing:
             names = ", ".join(v.field for v in missing)
-            raise InvalidParameters(f"Missing required parameters: {names}.", violations=missing)
+            msg = f"Missing required parameters: {names}."
+            raise InvalidParameters(msg, violations=missing)
         if command.is_async:
             response = await command.behaviour(request, context)
         else:

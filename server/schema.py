@@ -22,15 +22,25 @@ __all__ = [
     "command_options",
     "connector_name",
     "connector_options",
+    "enum_type",
     "field_options",
+    "message_type",
 ]
 
 SPIFF_CONTEXT = types_pb2.SpiffContext.DESCRIPTOR.full_name
 FD = descriptor.FieldDescriptor
 
 
+# The generated stubs type extensions as plain FieldDescriptors; the Extensions mapping
+# wants its own descriptor type, hence the Any.
+_CONNECTOR: Any = options_pb2.connector
+_COMMAND: Any = options_pb2.command
+_FIELD: Any = options_pb2.field
+
+
 def connector_options(service: descriptor.ServiceDescriptor) -> options_pb2.ConnectorOptions:
-    return service.GetOptions().Extensions[options_pb2.connector]
+    options: options_pb2.ConnectorOptions = service.GetOptions().Extensions[_CONNECTOR]
+    return options
 
 
 def connector_name(service: descriptor.ServiceDescriptor) -> str:
@@ -46,19 +56,39 @@ def connector_name(service: descriptor.ServiceDescriptor) -> str:
 
 
 def command_options(method: descriptor.MethodDescriptor) -> options_pb2.CommandOptions:
-    return method.GetOptions().Extensions[options_pb2.command]
+    options: options_pb2.CommandOptions = method.GetOptions().Extensions[_COMMAND]
+    return options
 
 
 def field_options(field: descriptor.FieldDescriptor) -> options_pb2.FieldOptions:
-    return field.GetOptions().Extensions[options_pb2.field]
+    options: options_pb2.FieldOptions = field.GetOptions().Extensions[_FIELD]
+    return options
 
 
 def is_message(field: descriptor.FieldDescriptor, full_name: str) -> bool:
-    return field.type == FD.TYPE_MESSAGE and field.message_type.full_name == full_name
+    return field.type == FD.TYPE_MESSAGE and message_type(field).full_name == full_name
+
+
+def message_type(field: descriptor.FieldDescriptor) -> descriptor.Descriptor:
+    """The message type of a message field (typed as non-optional)."""
+    desc = field.message_type
+    if desc is None:
+        msg = f"{field.full_name} is not a message field"
+        raise TypeError(msg)
+    return desc
+
+
+def enum_type(field: descriptor.FieldDescriptor) -> descriptor.EnumDescriptor:
+    """The enum type of an enum field (typed as non-optional)."""
+    desc = field.enum_type
+    if desc is None:
+        msg = f"{field.full_name} is not an enum field"
+        raise TypeError(msg)
+    return desc
 
 
 def is_map(field: descriptor.FieldDescriptor) -> bool:
-    return field.is_repeated and field.type == FD.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    return field.is_repeated and field.type == FD.TYPE_MESSAGE and message_type(field).GetOptions().map_entry
 
 
 def is_repeated(field: descriptor.FieldDescriptor) -> bool:
@@ -104,9 +134,7 @@ class MessagePlan:
     def missing(self, msg: message.Message) -> list[Violation]:
         """The required parameters that are absent (or empty, for fields without presence)."""
         return [
-            Violation(field.name, "is required")
-            for field in self.required
-            if not _is_present(msg, field)
+            Violation(field.name, "is required") for field in self.required if not _is_present(msg, field)
         ]
 
 
@@ -127,9 +155,9 @@ def _parse_default(field: descriptor.FieldDescriptor, text: str) -> Any:
     if is_message(field, json_values.JSON_VALUE):
         return json_values.dump(value)
     if field.type == FD.TYPE_ENUM:
-        enum_value = field.enum_type.values_by_name.get(value) if isinstance(value, str) else None
+        enum_value = enum_type(field).values_by_name.get(value) if isinstance(value, str) else None
         if enum_value is None:
-            msg = f"{where} is not a value of {field.enum_type.full_name}"
+            msg = f"{where} is not a value of {enum_type(field).full_name}"
             raise ValueError(msg)
         return enum_value.number
     expected: tuple[type, ...] = {
