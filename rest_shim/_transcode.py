@@ -150,7 +150,11 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
         json_class = message_factory.GetMessageClass(message_type(field))
 
         def to_json_value(value: Any, path: str, bad: list[Violation]) -> Any:
-            return json_class(json=json_values.dumps(value))
+            try:
+                return json_class(json=json_values.dumps(value))
+            except ValueError as exc:
+                msg = f"cannot be carried as JSON: {exc}"
+                raise _Bad(msg) from None
 
         return to_json_value
     if message_type(field).full_name.startswith(_WELL_KNOWN_PREFIX):
@@ -263,11 +267,18 @@ class Decoder:
         violations: list[Violation] = []
         ignored: list[str] = []
         params = {k: v for k, v in body.items() if not k.startswith("spiff__")}
-        msg = self.decode_into(params, "", violations, ignored)
-        reported = {v.field.split(".")[0].split("[")[0] for v in violations}
-        violations.extend(v for v in self.plan.missing(msg) if v.field not in reported)
+        try:
+            msg = self.decode_into(params, "", violations, ignored)
+        except RecursionError:
+            return DecodeResult(None, [Violation("(body)", "is nested too deeply")], ignored)
+        # A field whose value (or part of it) was refused is not also reported as missing.
+        refused = [v.field for v in violations]
+        violations.extend(v for v in self.plan.missing(msg) if not any(_related(v.field, r) for r in refused))
         if self.context_field is not None and not violations:
-            getattr(msg, self.context_field.name).CopyFrom(self._spiff_context(body))
+            try:
+                getattr(msg, self.context_field.name).CopyFrom(self._spiff_context(body))
+            except _Bad as exc:
+                violations.append(Violation("spiff__task_data", str(exc)))
         return DecodeResult(None if violations else msg, violations, ignored)
 
     def decode_into(
@@ -291,7 +302,7 @@ class Decoder:
                 bad.append(Violation(prefix + key, str(exc)))
         try:
             return self.message_class(**kwargs)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, message.Error) as exc:  # Error: nested deeper than protobuf allows
             bad.append(Violation(prefix.rstrip(".") or "(body)", f"cannot be built: {exc}"))
             return self.message_class()
 
@@ -299,16 +310,27 @@ class Decoder:
         assert self.context_field is not None  # noqa: S101 - checked by the caller
         context: Any = message_factory.GetMessageClass(message_type(self.context_field))()
         instance_id = body.get("spiff__process_instance_id")
-        if isinstance(instance_id, int) and not isinstance(instance_id, bool):
+        low, high = INT_RANGES[FD.TYPE_INT64]
+        if isinstance(instance_id, int) and not isinstance(instance_id, bool) and low <= instance_id <= high:
             context.process_instance_id = instance_id
         for key in ("process_model_identifier", "task_id", "callback_url"):
             text = body.get(f"spiff__{key}")
             if isinstance(text, str):
                 setattr(context, key, text)
         if "spiff__task_data" in body:
-            context.task_data.json = json_values.dumps(body["spiff__task_data"])
+            try:
+                context.task_data.json = json_values.dumps(body["spiff__task_data"])
+            except ValueError as exc:
+                msg = f"cannot be carried as JSON: {exc}"
+                raise _Bad(msg) from None
         result: message.Message = context
         return result
+
+
+def _related(path: str, other: str) -> bool:
+    """Whether two field paths are the same, or one lies inside the other (``a`` and ``a[1].b``)."""
+    short, long = sorted((path, other), key=len)
+    return long == short or long.startswith((short + ".", short + "["))
 
 
 def encode_message(msg: message.Message) -> dict[str, Any]:

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server._registry import Command, Connector
-from server.invocation import execute
+from server.invocation import ServerContext, execute
 
 __all__ = ["LOG_METADATA_KEY", "create_server", "grpc_options"]
 
@@ -23,10 +24,17 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel and server options shared by both ends: message sizes that fit large task data."""
+    """Channel and server options shared by both ends: message sizes that fit large task data.
+
+    A command's log lines and a failure's details (with its partial result, e.g. an upstream
+    error page) travel in trailing metadata, which gRPC otherwise caps at 8-16 KiB: past that
+    the call would fail with RESOURCE_EXHAUSTED instead of delivering its answer.
+    """
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_metadata_size", max_message_bytes),
+        ("grpc.absolute_max_metadata_size", max_message_bytes),
     ]
 
 
@@ -38,8 +46,8 @@ class _Status(grpc.Status):
 
 
 def _method_handler(command: Command) -> grpc.RpcMethodHandler[Any, Any]:
-    async def handle(request: object, context: grpc.aio.ServicerContext[object, object]) -> object:
-        reply = await execute(command, request, context)  # type: ignore[arg-type]
+    async def handle(request: message.Message, context: grpc.aio.ServicerContext[object, object]) -> object:
+        reply = await execute(command, request, ServerContext(context))
         logs = tuple((LOG_METADATA_KEY, line.encode()) for line in reply.logs)
         if reply.failure is None:
             if logs:
@@ -85,10 +93,12 @@ async def create_server(
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(address)
-    if port == 0:
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's own "Failed to bind" error
+        await server.stop(None)
         msg = f"could not bind the gRPC server to {address}"
-        raise OSError(msg)
+        raise OSError(msg) from exc
     await server.start()
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

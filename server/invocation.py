@@ -22,7 +22,7 @@ from server.errors import (
     default_error_code,
 )
 
-__all__ = ["Invoker", "LocalInvoker", "Reply", "execute", "log", "timeout_failure"]
+__all__ = ["Invoker", "LocalInvoker", "Reply", "ServerContext", "execute", "log", "timeout_failure"]
 
 logger = logging.getLogger(__name__)
 _logs: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("spiff_logs", default=None)
@@ -101,7 +101,33 @@ class _Aborted(Exception):
         self.details = details
 
 
-class LocalContext:
+class _AbortsAsFailure:
+    """``abort`` ends the command like a raised CommandError, on both paths.
+
+    grpc.aio's own abort raises an exception of its own and finishes the RPC at once, which
+    would bypass ``execute``: the failure would lose its ErrorInfo and the command's log lines.
+    """
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Iterable[Any] = ()
+    ) -> NoReturn:
+        raise _Aborted(code, details)
+
+    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        raise _Aborted(status.code, status.details)
+
+
+class ServerContext(_AbortsAsFailure):
+    """The grpc.aio servicer context as a command sees it: the real one, except for aborting."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+class LocalContext(_AbortsAsFailure):
     """The servicer context of an in-process call: the parts of grpc.aio.ServicerContext
     that connectors use, with the same meaning. Anything else fails loudly."""
 
@@ -129,14 +155,6 @@ class LocalContext:
 
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return self._trailing
-
-    async def abort(
-        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Iterable[Any] = ()
-    ) -> NoReturn:
-        raise _Aborted(code, details)
-
-    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
-        raise _Aborted(status.code, status.details)
 
     def __getattr__(self, name: str) -> NoReturn:
         msg = f"{name} is not available to commands called in-process"

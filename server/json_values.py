@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from spiff.connector.v1 import types_pb2
@@ -18,14 +19,39 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        msg = f"the number {text[:40]} is out of range"
+        raise ValueError(msg)
+    return number
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON text; integers of any size stay integers; NaN and Infinity are refused."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """Compact JSON text; integers of any size stay integers; NaN and Infinity are refused.
+
+    Raises:
+        ValueError: the value is not JSON (NaN, Infinity, other types) or is nested too deeply.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        msg = "the value is nested too deeply to write as JSON"
+        raise ValueError(msg) from None
 
 
 def loads(text: str | bytes) -> Any:
-    """Parses strict JSON (no NaN or Infinity), keeping integers exact."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """Parses strict JSON (no NaN or Infinity, nor numbers like 1e400 that overflow to them),
+    keeping integers exact.
+
+    Raises:
+        ValueError: the text is not such JSON, or is nested too deeply to parse.
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        msg = "the JSON is nested too deeply"
+        raise ValueError(msg) from None
 
 
 def dump(value: Any) -> types_pb2.JsonValue:

@@ -102,26 +102,36 @@ class _Default:
 
 
 class MessagePlan:
-    """Defaults and required-ness of one request message, computed once.
+    """Defaults and required-ness of one request message and of the messages nested in it
+    (singly, in lists or as map values), computed once.
 
     Raises:
         ValueError: at start-up, when a default is declared on a field without presence
             or does not parse: a schema mistake should stop the server, not a call.
     """
 
-    def __init__(self, desc: descriptor.Descriptor) -> None:
+    def __init__(self, desc: descriptor.Descriptor, _plans: dict[str, MessagePlan] | None = None) -> None:
+        plans: dict[str, MessagePlan] = {} if _plans is None else _plans
+        plans[desc.full_name] = self  # before the fields, so recursive types end here
         self.descriptor = desc
         self.required: list[descriptor.FieldDescriptor] = []
         self.defaults: list[_Default] = []
+        self.nested: list[tuple[descriptor.FieldDescriptor, MessagePlan]] = []
         for field in desc.fields:
             options = field_options(field)
             if options.required:
                 self.required.append(field)
             if options.default_json:
                 self.defaults.append(_Default(field, _parse_default(field, options.default_json)))
+            item = message_type(field).fields_by_name["value"] if is_map(field) else field
+            if item.type == FD.TYPE_MESSAGE:
+                item_type = message_type(item)
+                self.nested.append((field, plans.get(item_type.full_name) or MessagePlan(item_type, plans)))
+        if _plans is None:
+            _keep_nested_plans_with_work(plans)
 
     def apply_defaults(self, msg: message.Message) -> None:
-        """Sets every absent parameter that declares a default."""
+        """Sets every absent parameter that declares a default, in nested messages too."""
         for default in self.defaults:
             name = default.field.name
             if msg.HasField(name):
@@ -130,12 +140,48 @@ class MessagePlan:
                 getattr(msg, name).CopyFrom(default.value)
             else:
                 setattr(msg, name, default.value)
+        for field, plan in self.nested:
+            for _, child in _children(msg, field, ""):
+                plan.apply_defaults(child)
 
-    def missing(self, msg: message.Message) -> list[Violation]:
-        """The required parameters that are absent (or empty, for fields without presence)."""
-        return [
-            Violation(field.name, "is required") for field in self.required if not _is_present(msg, field)
+    def missing(self, msg: message.Message, prefix: str = "") -> list[Violation]:
+        """The required fields that are absent (or empty, for fields without presence), by path
+        (``items[2].label``); nested messages are checked where they are present."""
+        found = [
+            Violation(prefix + field.name, "is required")
+            for field in self.required
+            if not _is_present(msg, field)
         ]
+        for field, plan in self.nested:
+            for path, child in _children(msg, field, prefix):
+                found.extend(plan.missing(child, path + "."))
+        return found
+
+
+def _keep_nested_plans_with_work(plans: dict[str, MessagePlan]) -> None:
+    """Drops nested plans with no required field and no default anywhere below them, so calls
+    do not walk messages (JsonValue, Struct...) that have nothing to check."""
+    busy = {name for name, plan in plans.items() if plan.required or plan.defaults}
+    grew = True
+    while grew:
+        grew = False
+        for name, plan in plans.items():
+            if name not in busy and any(child.descriptor.full_name in busy for _, child in plan.nested):
+                busy.add(name)
+                grew = True
+    for plan in plans.values():
+        plan.nested = [(field, child) for field, child in plan.nested if child.descriptor.full_name in busy]
+
+
+def _children(msg: message.Message, field: descriptor.FieldDescriptor, prefix: str) -> list[tuple[str, Any]]:
+    """The messages a message field holds, with their paths (the decoder's ``[i]``, ``['key']``)."""
+    value: Any = getattr(msg, field.name)
+    path = prefix + field.name
+    if is_map(field):
+        return [(f"{path}[{key!r}]", item) for key, item in value.items()]
+    if is_repeated(field):
+        return [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    return [(path, value)] if msg.HasField(field.name) else []
 
 
 def _is_present(msg: message.Message, field: descriptor.FieldDescriptor) -> bool:

@@ -62,7 +62,20 @@ def build_embedded_app(settings: Settings, connectors: Sequence[Connector]) -> S
     )
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run_uvicorn(app: Starlette, settings: Settings) -> None:
+    """Serves ``app`` until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+
+    uvicorn re-raises the signal that stopped it once its shutdown is complete; under the
+    default disposition the process would then die "killed by SIGTERM" (status 143) after a
+    clean shutdown. The handler installed here, which uvicorn restores before re-raising,
+    exits 0 instead, as the gRPC-only server does.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -10,7 +10,10 @@ async def test_example_echoes_message(proxy):
     assert response.status_code == 200
     assert response.json() == {
         "command_response": {
-            "body": {"connector_response": "You passed the example connector: 'hi'. Have a good day!", "message": "hi"},
+            "body": {
+                "connector_response": "You passed the example connector: 'hi'. Have a good day!",
+                "message": "hi",
+            },
             "mimetype": "application/json",
             "http_status": 200,
             "headers": {},

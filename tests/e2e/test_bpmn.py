@@ -1,0 +1,269 @@
+"""End to end: BPMN diagrams with spiff service tasks, run by SpiffWorkflow against the real proxy.
+
+The proxy runs as its own process (``python -m server``); the engine calls it through
+``backend_rules``, which applies spiff-arena's request building and response rules exactly
+(spec §2, §3.2-3.4). So each test shows what an Arena process instance would end up with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
+from SpiffWorkflow.util.task import TaskState
+
+from .backend_rules import (
+    BackendScriptEngine,
+    BackendServiceDelegate,
+    Exchange,
+    UncaughtServiceTaskError,
+    load_workflow,
+)
+
+DIAGRAMS = Path(__file__).parent / "diagrams"
+
+
+@pytest.fixture
+def delegate(proxy_process) -> Iterator[BackendServiceDelegate]:
+    with httpx.Client(trust_env=False, follow_redirects=True) as client:  # requests follows redirects
+        yield BackendServiceDelegate(proxy_process.url, client)
+
+
+def run(name: str, delegate: BackendServiceDelegate, **start_data: Any) -> Any:
+    """Parses ``diagrams/<name>.bpmn`` (process id ``name``), seeds its data and runs the engine."""
+    workflow = load_workflow(DIAGRAMS / f"{name}.bpmn", name, BackendScriptEngine(delegate))
+    workflow.get_next_task(spec_name="Start").data.update(start_data)
+    workflow.do_engine_steps()
+    return workflow
+
+
+def state_of(workflow: Any, spec_name: str) -> str:
+    (task,) = workflow.get_tasks(spec_name=spec_name)
+    return str(TaskState.get_name(task.state))
+
+
+def assert_v2_envelope(exchange: Exchange) -> dict[str, Any]:
+    """The stricter shape rules of spec §3.1 / §8 items 25-28, 35 that the backend relies on."""
+    envelope = json.loads(exchange["text"])
+    assert type(envelope.get("command_response_version")) is int, envelope
+    assert envelope["command_response_version"] == 2
+    response = envelope["command_response"]
+    assert isinstance(response, dict)
+    assert {"body", "mimetype"} <= response.keys()
+    if "http_status" in response:
+        assert type(response["http_status"]) is int, response
+    logs = envelope.get("spiff__logs", [])
+    assert isinstance(logs, list)
+    assert all(isinstance(line, str) for line in logs)
+    error = envelope.get("error")
+    assert error is None or (
+        isinstance(error.get("error_code"), str) and isinstance(error.get("message"), str)
+    )
+    if exchange["status_code"] >= 300:
+        assert error is not None, "outer non-2xx without error → ServiceTaskOperatorReturnedBadStatusError"
+    return dict(envelope)
+
+
+def test_example_result_lands_in_result_variable(delegate):
+    """(c) ``example/Example``: the v2 result plus operator_identifier is the task's ``response``."""
+    workflow = run("example_echo", delegate)
+
+    assert workflow.completed
+    assert workflow.data["response"] == {
+        "body": {
+            "connector_response": "You passed the example connector: 'hello'. Have a good day!",
+            "message": "hello",
+        },
+        "mimetype": "application/json",
+        "http_status": 200,
+        "headers": {},
+        "operator_identifier": "example/Example",
+    }
+    (exchange,) = delegate.exchanges
+    assert exchange["status_code"] == 200
+    assert_v2_envelope(exchange)
+    # The request carried every reserved key (§2.3) and the proxy did not choke on them (§8.17).
+    (task,) = workflow.get_tasks(spec_name="call_example")
+    assert exchange["request"] == {
+        "message": "hello",
+        "spiff__process_instance_id": 42,
+        "spiff__process_model_identifier": "e2e/service_task",
+        "spiff__task_id": str(task.id),
+        "spiff__task_data": {},
+        "spiff__callback_url": f"http://localhost:7000/v1.0/tasks/42/{task.id}/callback",
+    }
+
+
+def test_task_data_variables_tagged_values_and_stale_params(delegate):
+    """Task data as the backend ships it: evaluated variables, tagged non-JSON types, stale params.
+
+    ``message`` is the expression ``greeting``; a stale parameter is sent anyway (§2.1 rule 5); a
+    parameter without value is absent; ``spiff__task_data`` holds datetime/UUID/timedelta as tagged
+    dicts (§2.4, §8.22), unicode, a big int and 2 MB of text. With no ``resultVariable`` the result goes to
+    ``spiff__<task id>_result`` (§3.3).
+    """
+    start_data = {
+        "greeting": "grüß dich ✓",
+        "when": datetime(2026, 1, 2, 3, 4, 5),
+        "ref": UUID("88f9b549-5a29-483c-9f1e-10b7f534a258"),
+        "wait": timedelta(days=1, seconds=30),
+        "nested": {"big": 2**70, "items": [1, 2.5, None, True]},
+        "blob": "x" * 2_000_000,  # whole task data travels; no small body limit (§2.4)
+    }
+    workflow = run("example_task_data", delegate, **start_data)
+
+    assert workflow.completed
+    assert workflow.data["spiff__call_example_result"] == {
+        "body": {
+            "connector_response": "You passed the example connector: 'grüß dich ✓'. Have a good day!",
+            "message": "grüß dich ✓",
+        },
+        "mimetype": "application/json",
+        "http_status": 200,
+        "headers": {},
+        "operator_identifier": "example/Example",
+    }
+    (exchange,) = delegate.exchanges
+    assert exchange["status_code"] == 200
+    assert_v2_envelope(exchange)
+    request = exchange["request"]
+    assert request["retired_param"] == 7
+    assert "no_value" not in request
+    assert request["spiff__task_data"]["when"] == {"value": "2026-01-02T03:04:05", "typename": "datetime"}
+    assert request["spiff__task_data"]["ref"] == {
+        "value": "88f9b549-5a29-483c-9f1e-10b7f534a258",
+        "typename": "UUID",
+    }
+    assert request["spiff__task_data"]["wait"] == {"days": 1, "seconds": 30, "typename": "timedelta"}
+
+
+def test_uncaught_invalid_parameters_fails_the_task(delegate):
+    """(d) A dropped required param (§2.1 rule 1) → 400 ``InvalidParameters``; nothing catches it."""
+    with pytest.raises(WorkflowTaskException) as raised:
+        run("example_missing_param", delegate)
+
+    cause = raised.value.__cause__
+    assert isinstance(cause, UncaughtServiceTaskError)
+    assert cause.status_code == 400  # permanent: the backend does not retry it (§3.5)
+    assert str(cause) == (
+        "Received error code 'InvalidParameters' from service 'example/Example' ::: "
+        "400 (Bad Request) - The request was received by the service, but it was not understood. ::: "
+        "The original message: Invalid parameters for example/Example: message is required."
+    )
+    assert state_of(raised.value.task.workflow, "call_example") == "ERROR"
+    (exchange,) = delegate.exchanges
+    assert "message" not in exchange["request"]
+    assert exchange["status_code"] == 400
+    assert_v2_envelope(exchange)
+
+
+def test_invalid_parameters_caught_by_error_boundary_event(delegate):
+    """(d') The same error, caught by an error boundary event with code ``InvalidParameters`` (§3.4)."""
+    workflow = run("example_invalid_params_caught", delegate)
+
+    assert workflow.completed
+    assert state_of(workflow, "handled") == "COMPLETED"
+    assert state_of(workflow, "not_handled") == "CANCELLED"
+    error = workflow.data["service_error"]
+    assert error == {
+        "error_code": "InvalidParameters",
+        "message": "Invalid parameters for example/Example: message is required.",
+        "operator_identifier": "example/Example",
+        "status_code": 400,
+        "command_response_body": error["command_response_body"],
+    }
+    # The body is the command_response text plus operator_identifier, as a JSON string (§3.4).
+    assert json.loads(error["command_response_body"]) == {
+        "body": None,
+        "mimetype": "application/json",
+        "http_status": 400,
+        "headers": {},
+        "operator_identifier": "example/Example",
+    }
+
+
+def test_http_get_exact_json_result(delegate, target_server):
+    """(a) ``http/GetRequestV2`` through the proxy: the stored result is exact, big ints included."""
+    workflow = run("http_get_item", delegate, base_url=target_server.url)
+
+    assert delegate.exchanges, "the service task never called the proxy"
+    exchange = delegate.exchanges[-1]
+    assert exchange["status_code"] == 200, exchange["text"]
+    envelope = assert_v2_envelope(exchange)
+    assert envelope["error"] is None, envelope
+    assert workflow.completed
+    assert "/item" in target_server.paths
+    response = workflow.data["response"]
+    assert response == {
+        "body": {"id": 123, "big": 12345678901234567890},
+        "mimetype": "application/json",
+        "http_status": 200,
+        "headers": {},
+        "operator_identifier": "http/GetRequestV2",
+    }
+    # Exact ints, not floats that compare equal (§9.4: no google.protobuf.Struct round trip).
+    assert type(response["body"]["id"]) is int
+    assert type(response["body"]["big"]) is int
+    assert type(response["http_status"]) is int
+
+
+def test_http_404_caught_by_error_boundary_event(delegate, target_server):
+    """(b) Upstream 404 → error code ``HttpError404`` → the boundary path, payload in ``service_error``."""
+    workflow = run("http_get_missing", delegate, base_url=target_server.url)
+
+    assert delegate.exchanges, "the service task never called the proxy"
+    exchange = delegate.exchanges[-1]
+    assert_v2_envelope(exchange)
+    assert workflow.completed
+    assert "/missing" in target_server.paths
+    assert state_of(workflow, "handled") == "COMPLETED"
+    assert state_of(workflow, "not_handled") == "CANCELLED"
+    error = workflow.data["service_error"]
+    assert error["error_code"] == "HttpError404"
+    assert error["status_code"] == 404  # from command_response.http_status (§3.2 step 5a)
+    assert error["operator_identifier"] == "http/GetRequestV2"
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert json.loads(error["command_response_body"]) == {
+        "body": {"detail": "no such item"},
+        "mimetype": "application/json",
+        "http_status": 404,
+        "headers": {},
+        "operator_identifier": "http/GetRequestV2",
+    }
+
+
+# Ids the backend serves itself and hides from the proxy's catalog (§1.1, §8.6).
+INTERNAL_COMMAND_IDS = {f"http/{verb}Request" for verb in ("Delete", "Get", "Head", "Patch", "Post", "Put")}
+
+
+def test_catalog_offers_every_operator_the_diagrams_use(delegate):
+    """Each operator in these diagrams is in ``GET /v1/commands`` after the backend's merge (§1.1).
+
+    That is: a modeler could have picked it in Arena's properties panel; ``/v1/commands`` answers
+    200 with a JSON array; the backend drops proxy items named like its embedded http commands.
+    """
+    response = delegate.client.get(
+        f"{delegate.proxy_url}/v1/commands", headers={"User-Agent": "spiffworkflow-backend"}, timeout=15
+    )
+    assert response.status_code == 200
+    catalog = json.loads(response.text)
+    assert isinstance(catalog, list)
+    offered = {
+        item["id"]
+        for item in catalog
+        if isinstance(item, dict) and item.get("id") not in INTERNAL_COMMAND_IDS
+    }
+    used = set()
+    for diagram in sorted(DIAGRAMS.glob("*.bpmn")):
+        spec = load_workflow(diagram, diagram.stem, BackendScriptEngine(delegate)).spec
+        used |= {t.operation_name for t in spec.task_specs.values() if hasattr(t, "operation_name")}
+    assert used == {"example/Example", "http/GetRequestV2"}
+    assert used <= offered, f"missing from the catalog: {sorted(used - offered)}"
