@@ -58,7 +58,6 @@ from urllib.parse import urlencode
 from xml.parsers.expat import ExpatError
 
 import aiohttp
-import grpc
 import xmltodict
 from google.protobuf import message
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -113,16 +112,12 @@ def _has_body(request: _Request) -> TypeGuard[_BodyRequest]:
     return hasattr(request, "data")
 
 
-class _Aborted(errors.CommandError):
-    code = grpc.StatusCode.ABORTED
-
-
 _ERROR_BY_STATUS: dict[int, type[errors.CommandError]] = {
     400: errors.InvalidArgument,
     401: errors.Unauthenticated,
     403: errors.PermissionDenied,
     404: errors.NotFound,
-    409: _Aborted,
+    409: errors.Aborted,
     429: errors.ResourceExhausted,
     501: errors.Unimplemented,
     504: errors.DeadlineExceeded,

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server._registry import Command, Connector
-from server.invocation import ServerContext, execute
+from server.invocation import ServerContext, execute_within
 
 __all__ = ["LOG_METADATA_KEY", "create_server", "grpc_options"]
 
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 LOG_METADATA_KEY = "spiff-log-bin"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+DEADLINE_MARGIN = 0.05  # seconds: room for the answer to reach the caller before its deadline
 
 
 def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -47,7 +48,13 @@ class _Status(grpc.Status):
 
 def _method_handler(command: Command) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: message.Message, context: grpc.aio.ServicerContext[object, object]) -> object:
-        reply = await execute(command, request, ServerContext(context))
+        # The server ends an overrunning command itself, just before the caller's deadline,
+        # so the caller gets the same DeadlineExceeded answer, logs included, as in-process.
+        remaining = context.time_remaining()
+        timeout = None if remaining is None else round(remaining, 1)
+        reply = await execute_within(
+            command, request, ServerContext(context), timeout, margin=DEADLINE_MARGIN
+        )
         logs = tuple((LOG_METADATA_KEY, line.encode()) for line in reply.logs)
         if reply.failure is None:
             if logs:

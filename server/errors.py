@@ -1,17 +1,25 @@
 """The proxy's one error vocabulary, shared by connectors, the gRPC server and the REST shim.
 
     CommandError                     a command failed; carries a gRPC code and a stable error_code
+     ├── Cancelled                   CANCELLED
+     ├── Unknown                     UNKNOWN
      ├── InvalidArgument             INVALID_ARGUMENT: the caller sent something unusable
      │    └── InvalidParameters      parameters of the wrong type, missing or out of range
-     ├── NotFound                    NOT_FOUND
-     ├── PermissionDenied            PERMISSION_DENIED
-     ├── Unauthenticated             UNAUTHENTICATED
-     ├── FailedPrecondition          FAILED_PRECONDITION
-     ├── ResourceExhausted           RESOURCE_EXHAUSTED (e.g. rate limited)
      ├── DeadlineExceeded            DEADLINE_EXCEEDED
-     ├── Unavailable                 UNAVAILABLE: an upstream could not be reached; worth retrying
+     ├── NotFound                    NOT_FOUND
+     ├── AlreadyExists               ALREADY_EXISTS
+     ├── PermissionDenied            PERMISSION_DENIED
+     ├── ResourceExhausted           RESOURCE_EXHAUSTED (e.g. rate limited)
+     ├── FailedPrecondition          FAILED_PRECONDITION
+     ├── Aborted                     ABORTED (e.g. a conflict)
+     ├── OutOfRange                  OUT_OF_RANGE
      ├── Unimplemented               UNIMPLEMENTED
-     └── Internal                    INTERNAL
+     ├── Internal                    INTERNAL
+     ├── Unavailable                 UNAVAILABLE: an upstream could not be reached; worth retrying
+     ├── DataLoss                    DATA_LOSS
+     └── Unauthenticated             UNAUTHENTICATED
+
+``for_code(code)`` gives the class of a gRPC code, for connectors that compute the code.
 
 Over gRPC a failure travels as a google.rpc.Status whose details hold an ErrorInfo
 (reason = error_code), a BadRequest for parameter violations, and optionally the
@@ -30,7 +38,11 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "Cancelled",
     "CommandError",
+    "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
     "Failure",
@@ -38,13 +50,16 @@ __all__ = [
     "InvalidArgument",
     "InvalidParameters",
     "NotFound",
+    "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "Unknown",
     "Violation",
     "default_error_code",
+    "for_code",
 ]
 
 ERROR_DOMAIN = "spiff.connector"
@@ -137,6 +152,66 @@ class Unimplemented(CommandError):
 
 class Internal(CommandError):
     code = grpc.StatusCode.INTERNAL
+
+
+class Cancelled(CommandError):
+    code = grpc.StatusCode.CANCELLED
+
+
+class Unknown(CommandError):
+    code = grpc.StatusCode.UNKNOWN
+
+
+class AlreadyExists(CommandError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Aborted(CommandError):
+    code = grpc.StatusCode.ABORTED
+
+
+class OutOfRange(CommandError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class DataLoss(CommandError):
+    code = grpc.StatusCode.DATA_LOSS
+
+
+_BY_CODE: dict[grpc.StatusCode, type[CommandError]] = {
+    cls.code: cls
+    for cls in (
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    )
+}
+
+
+def for_code(code: grpc.StatusCode) -> type[CommandError]:
+    """The error class of a gRPC code (OK has none).
+
+    Raises:
+        ValueError: for ``StatusCode.OK``, which is not a failure.
+    """
+    try:
+        return _BY_CODE[code]
+    except KeyError:
+        msg = f"{code.name} is not an error code"
+        raise ValueError(msg) from None
 
 
 @dataclass(frozen=True)

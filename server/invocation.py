@@ -22,7 +22,16 @@ from server.errors import (
     default_error_code,
 )
 
-__all__ = ["Invoker", "LocalInvoker", "Reply", "ServerContext", "execute", "log", "timeout_failure"]
+__all__ = [
+    "Invoker",
+    "LocalInvoker",
+    "Reply",
+    "ServerContext",
+    "execute",
+    "execute_within",
+    "log",
+    "timeout_failure",
+]
 
 logger = logging.getLogger(__name__)
 _logs: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("spiff_logs", default=None)
@@ -60,14 +69,17 @@ def timeout_failure(timeout: float) -> Failure:
     )
 
 
-async def execute(command: Command, request: message.Message, context: Any) -> Reply:
+async def execute(
+    command: Command, request: message.Message, context: Any, lines: list[str] | None = None
+) -> Reply:
     """Applies defaults, checks required parameters, runs the command and catches what it raises.
 
     Synchronous (``def``) command methods run in a worker thread, so blocking SDK calls
     never stall the event loop. Unknown exceptions are logged and become INTERNAL
-    with a generic message: no traceback leaves the process.
+    with a generic message: no traceback leaves the process. ``lines`` receives the
+    command's log lines as they are written.
     """
-    lines: list[str] = []
+    lines = [] if lines is None else lines
     token = _logs.set(lines)
     failure: Failure
     try:
@@ -92,6 +104,22 @@ async def execute(command: Command, request: message.Message, context: Any) -> R
     finally:
         _logs.reset(token)
     return Reply(None, replace(failure, logs=tuple(lines)), tuple(lines))
+
+
+async def execute_within(
+    command: Command, request: message.Message, context: Any, timeout: float | None, *, margin: float = 0.0
+) -> Reply:
+    """:func:`execute` with a deadline: after ``timeout - margin`` seconds the command is cancelled
+    and the call fails with DeadlineExceeded, keeping the lines the command logged so far
+    (they tell what it was waiting for). ``None`` means no deadline."""
+    lines: list[str] = []
+    if timeout is None:
+        return await execute(command, request, context, lines)
+    try:
+        async with asyncio.timeout(max(0.0, timeout - margin)):
+            return await execute(command, request, context, lines)
+    except TimeoutError:
+        return Reply(None, replace(timeout_failure(timeout), logs=tuple(lines)), tuple(lines))
 
 
 class _Aborted(Exception):
@@ -168,10 +196,5 @@ class LocalInvoker:
         self.commands = {command.full_method: command for c in connectors for command in c.commands}
 
     async def invoke(self, full_method: str, request: message.Message, timeout: float) -> Reply:
-        command = self.commands[full_method]
         context = LocalContext(time.monotonic() + timeout)
-        try:
-            async with asyncio.timeout(timeout):
-                return await execute(command, request, context)
-        except TimeoutError:
-            return Reply(None, timeout_failure(timeout))
+        return await execute_within(self.commands[full_method], request, context, timeout)

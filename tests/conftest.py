@@ -18,6 +18,7 @@ from rest_shim import Catalogue, RemoteInvoker, create_app, fetch_services
 from server._registry import Connector, discover
 from server.app import create_server
 from server.invocation import LocalInvoker
+from server.serve import close_connectors
 
 AppFactory = Callable[..., Starlette]
 
@@ -27,9 +28,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
-def connectors() -> list[Connector]:
-    return discover(["connectors"])
+@pytest.fixture
+async def connectors(anyio_backend: str) -> AsyncIterator[list[Connector]]:
+    """Fresh servicers per test (each test has its own event loop), closed like the server closes them."""
+    found = discover(["connectors"])
+    try:
+        yield found
+    finally:
+        await close_connectors(found)
 
 
 @pytest.fixture

@@ -206,6 +206,7 @@ def rich_servicer(pb2: types.ModuleType, pb2_grpc: types.ModuleType) -> type:
 
         def Sleep(self, request: Any, context: Any) -> Any:
             # Synchronous on purpose: it must run in a worker thread, off the event loop.
+            log(f"sleeping {request.seconds:g} s")
             time.sleep(request.seconds)
             current = threading.current_thread()
             return pb2.SleepResponse(
@@ -213,6 +214,7 @@ def rich_servicer(pb2: types.ModuleType, pb2_grpc: types.ModuleType) -> type:
             )
 
         async def Nap(self, request: Any, context: Any) -> Any:
+            log(f"sleeping {request.seconds:g} s")
             await asyncio.sleep(request.seconds)
             return pb2.SleepResponse(on_main_thread=True, thread_name=threading.current_thread().name)
 

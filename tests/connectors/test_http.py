@@ -39,15 +39,6 @@ def target():
         yield server
 
 
-@pytest.fixture(autouse=True)
-async def close_http_pool(connectors):
-    """The servicer outlives the test's event loop (connectors are session-scoped): close its pool."""
-    yield
-    for connector in connectors:
-        if connector.name == "http":
-            await connector.servicer.aclose()
-
-
 @pytest.fixture
 def closed_port():
     with socket.socket() as sock:

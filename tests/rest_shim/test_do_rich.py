@@ -255,7 +255,7 @@ async def test_blocking_sync_command_does_not_stall_other_calls(rich_proxy):
 
 
 @pytest.mark.parametrize("command", ["Nap", "Sleep"])
-async def test_timeout_is_a_504_worded_the_same_on_both_paths(make_rich_app, command):
+async def test_timeout_is_a_504_worded_the_same_with_the_same_logs_on_both_paths(make_rich_app, command):
     async with client_for(make_rich_app(command_timeout=0.1)) as client:
         start = time.monotonic()
         response = await client.post(f"/v1/do/rich/{command}", json={"seconds": 0.4})
@@ -268,6 +268,8 @@ async def test_timeout_is_a_504_worded_the_same_on_both_paths(make_rich_app, com
         "message": "The command did not finish within 0.1 s.",
     }
     assert payload["command_response"]["http_status"] == 504
+    # What the command logged before the deadline explains what it was waiting for.
+    assert payload["spiff__logs"] == ["sleeping 0.4 s"]
 
 
 async def test_logs_of_any_size_reach_spiff_logs(rich_proxy):
