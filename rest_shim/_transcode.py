@@ -333,40 +333,54 @@ def _related(path: str, other: str) -> bool:
     return long == short or long.startswith((short + ".", short + "["))
 
 
+Encode = Callable[[message.Message], Any]
+_MESSAGE_ENCODERS: dict[str, list[tuple[str, Encode]]] = {}
+
+
 def encode_message(msg: message.Message) -> dict[str, Any]:
     """A message as JSON-ready Python: every field present (unset ones as null), int64 as numbers."""
     desc: Any = msg.DESCRIPTOR
-    return {field.name: _encode_field(msg, field) for field in desc.fields}
+    return {name: encode(msg) for name, encode in _message_encoder(desc)}
 
 
-def _encode_field(msg: message.Message, field: descriptor.FieldDescriptor) -> Any:
-    value = getattr(msg, field.name)
+def _message_encoder(desc: descriptor.Descriptor) -> list[tuple[str, Encode]]:
+    """The field encoders of a message type, planned once (recursive types plan lazily)."""
+    plan = _MESSAGE_ENCODERS.get(desc.full_name)
+    if plan is None:
+        plan = _MESSAGE_ENCODERS[desc.full_name] = []
+        plan.extend((field.name, _field_encoder(field)) for field in desc.fields)
+    return plan
+
+
+def _field_encoder(field: descriptor.FieldDescriptor) -> Encode:
+    name = field.name
     if is_map(field):
-        value_field = message_type(field).fields_by_name["value"]
-        return {str(k): _encode_value(value_field, v) for k, v in value.items()}
+        encode_item = _value_encoder(message_type(field).fields_by_name["value"])
+        return lambda msg: {str(k): encode_item(v) for k, v in getattr(msg, name).items()}
+    encode_value = _value_encoder(field)
     if is_repeated(field):
-        return [_encode_value(field, v) for v in value]
-    if field.has_presence and not msg.HasField(field.name):
-        return None
-    return _encode_value(field, value)
+        return lambda msg: [encode_value(v) for v in getattr(msg, name)]
+    if field.has_presence:
+        return lambda msg: encode_value(getattr(msg, name)) if msg.HasField(name) else None
+    return lambda msg: encode_value(getattr(msg, name))
 
 
-def _encode_value(field: descriptor.FieldDescriptor, value: Any) -> Any:
+def _value_encoder(field: descriptor.FieldDescriptor) -> Callable[[Any], Any]:
     kind = field.type
     if kind == FD.TYPE_MESSAGE:
         if is_message(field, json_values.JSON_VALUE):
-            return json_values.loads(value.json) if value.json else None
+            return lambda value: json_values.loads(value.json) if value.json else None
         if message_type(field).full_name.startswith(_WELL_KNOWN_PREFIX):
-            return json_format.MessageToDict(value, preserving_proto_field_name=True)
-        return encode_message(value)
+            return lambda value: json_format.MessageToDict(value, preserving_proto_field_name=True)
+        return encode_message
     if kind == FD.TYPE_ENUM:
-        enum_value = enum_type(field).values_by_number.get(value)
-        return enum_value.name if enum_value is not None else value
+        by_number = {v.number: v.name for v in enum_type(field).values}
+        return lambda value: by_number.get(value, value)
     if kind == FD.TYPE_BYTES:
-        return base64.b64encode(value).decode()
-    if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT) and not math.isfinite(value):
-        return None
-    return value
+        return lambda value: base64.b64encode(value).decode()
+    if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+        return lambda value: value if math.isfinite(value) else None
+    return lambda value: value
 
 
 class ResultLayout:
@@ -381,17 +395,22 @@ class ResultLayout:
 
         roles = options_pb2.EnvelopeRole
         self.roles: dict[int, descriptor.FieldDescriptor] = {}
-        self.extras: list[descriptor.FieldDescriptor] = []
+        self.extras: list[tuple[str, Encode]] = []
         for field in desc.fields:
             role = field_options(field).role
             if role == roles.ENVELOPE_ROLE_UNSPECIFIED:
-                self.extras.append(field)
+                self.extras.append((field.name, _field_encoder(field)))
             else:
                 self.roles[role] = field
-        self._body = self.roles.get(roles.ENVELOPE_ROLE_BODY)
-        self._status = self.roles.get(roles.ENVELOPE_ROLE_HTTP_STATUS)
-        self._headers = self.roles.get(roles.ENVELOPE_ROLE_HEADERS)
-        self._mimetype = self.roles.get(roles.ENVELOPE_ROLE_MIMETYPE)
+
+        def encoder(role: int, absent: Any) -> Encode:
+            field = self.roles.get(role)
+            return _field_encoder(field) if field is not None else lambda msg: absent
+
+        self._body = encoder(roles.ENVELOPE_ROLE_BODY, None)
+        self._status = encoder(roles.ENVELOPE_ROLE_HTTP_STATUS, 0)
+        self._headers = encoder(roles.ENVELOPE_ROLE_HEADERS, {})
+        self._mimetype = encoder(roles.ENVELOPE_ROLE_MIMETYPE, "")
 
     def command_response(self, msg: message.Message | None, default_status: int) -> dict[str, Any]:
         """spiff's ``command_response`` object; ``default_status`` fills an absent http_status."""
@@ -410,11 +429,11 @@ class ResultLayout:
                 "headers": {},
             }
         result: dict[str, Any] = {
-            "body": _encode_field(msg, self._body) if self._body else None,
-            "mimetype": (getattr(msg, self._mimetype.name) if self._mimetype else "") or "application/json",
-            "http_status": (getattr(msg, self._status.name) if self._status else 0) or default_status,
-            "headers": _encode_field(msg, self._headers) if self._headers else {},
+            "body": self._body(msg),
+            "mimetype": self._mimetype(msg) or "application/json",
+            "http_status": self._status(msg) or default_status,
+            "headers": self._headers(msg),
         }
-        for field in self.extras:
-            result[field.name] = _encode_field(msg, field)
+        for name, encode in self.extras:
+            result[name] = encode(msg)
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -37,8 +38,9 @@ class Command:
     def full_method(self) -> str:
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        """``async def`` commands run on the loop; plain ``def`` ones in a worker thread."""
         return inspect.iscoroutinefunction(self.behaviour)
 
 

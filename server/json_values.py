@@ -27,6 +27,11 @@ def _finite_float(text: str) -> float:
     return number
 
 
+# Built once: json.loads/json.dumps with options would build a new decoder/encoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text; integers of any size stay integers; NaN and Infinity are refused.
 
@@ -34,7 +39,7 @@ def dumps(value: Any) -> str:
         ValueError: the value is not JSON (NaN, Infinity, other types) or is nested too deeply.
     """
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except RecursionError:
         msg = "the value is nested too deeply to write as JSON"
         raise ValueError(msg) from None
@@ -47,8 +52,10 @@ def loads(text: str | bytes) -> Any:
     Raises:
         ValueError: the text is not such JSON, or is nested too deeply to parse.
     """
+    if isinstance(text, bytes):
+        text = text.decode()  # JSON between systems is UTF-8 (RFC 8259 §8.1)
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except RecursionError:
         msg = "the JSON is nested too deeply"
         raise ValueError(msg) from None
