@@ -1,0 +1,8 @@
+"""The proxy's benchmark: ``make bench`` (``python -m bench``).
+
+It starts every system it measures on free loopback ports (the embedded proxy, a bare
+Starlette floor with the same uvicorn settings, and a local HTTP target), drives them
+with ``wrk -t1`` (a Python async client for gRPC), and reports medians of interleaved
+rounds as ratios against the floor measured in the same run; see
+``/work/shared/spec/perf-notes.md`` for the method and the anchors.
+"""

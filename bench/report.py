@@ -1,0 +1,306 @@
+"""Medians, ratios, targets, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.load import LoadResult
+
+__all__ = ["Report", "Scenario", "ScenarioRuns", "Target", "Verdict"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One thing measured in every round.
+
+    ``system`` names the process under test (its CPU time is read around each run);
+    ``baseline`` is the key of the floor scenario that the ratio is taken against.
+    """
+
+    key: str
+    label: str
+    system: str
+    kind: str = "http"
+    method: str = "GET"
+    path: str = ""
+    body: bytes | None = None
+    baseline: str | None = None
+
+
+@dataclass
+class ScenarioRuns:
+    """Every round's results of one scenario."""
+
+    scenario: Scenario
+    many: list[LoadResult] = field(default_factory=list)  # at the configured connections
+    one: list[LoadResult] = field(default_factory=list)  # at one connection, for latency
+    server_cpu_s: list[float] = field(default_factory=list)  # of the ``many`` runs
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(r.rps for r in self.many) if self.many else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(r.p50_ms for r in self.one) if self.one else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(r.p99_ms for r in self.one) if self.one else 0.0
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the rounds' req/s: how much the machine moved."""
+        values = [r.rps for r in self.many]
+        median = statistics.median(values) if values else 0.0
+        return (max(values) - min(values)) / median if median else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.many + self.one)
+
+    @property
+    def server_us_per_req(self) -> float:
+        per = [
+            cpu / r.requests * 1e6 for cpu, r in zip(self.server_cpu_s, self.many, strict=True) if r.requests
+        ]
+        return statistics.median(per) if per else 0.0
+
+    @property
+    def client_cpu(self) -> float:
+        """The load generator's CPU use at many connections, as a fraction of one core."""
+        per = [r.client_cpu_s / r.duration_s for r in self.many if r.duration_s]
+        return statistics.median(per) if per else 0.0
+
+    def cpu_ratio_to(self, baseline: ScenarioRuns) -> float:
+        """The baseline's server CPU per request over this one's: the throughput ratio that CPU
+        alone predicts when both servers are CPU-bound, and steadier than req/s on a busy machine."""
+        mine = self.server_us_per_req
+        return baseline.server_us_per_req / mine if mine else 0.0
+
+    def ratio_to(self, baseline: ScenarioRuns) -> float:
+        """Median over rounds of this round's req/s over the baseline's in the same round."""
+        pairs = zip(self.many, baseline.many, strict=False)
+        ratios = [mine.rps / base.rps for mine, base in pairs if base.rps]
+        return statistics.median(ratios) if ratios else 0.0
+
+    def to_json(self, baseline: ScenarioRuns | None) -> dict[str, Any]:
+        return {
+            "label": self.scenario.label,
+            "rps": round(self.rps, 1),
+            "p50_ms_c1": round(self.p50_ms, 3),
+            "p99_ms_c1": round(self.p99_ms, 3),
+            "baseline": self.scenario.baseline,
+            "ratio": round(self.ratio_to(baseline), 3) if baseline is not None else None,
+            "cpu_ratio": round(self.cpu_ratio_to(baseline), 3) if baseline is not None else None,
+            "spread": round(self.spread, 3),
+            "server_cpu_us_per_req": round(self.server_us_per_req, 1),
+            "client_cpu_cores": round(self.client_cpu, 2),
+            "errors": self.errors,
+            "rounds": {
+                "many": [r.to_json() for r in self.many],
+                "one": [r.to_json() for r in self.one],
+                "server_cpu_s": [round(c, 3) for c in self.server_cpu_s],
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float | None
+    limit: float
+    unit: str
+    at_least: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "SKIP"
+        ok = self.value >= self.limit if self.at_least else self.value <= self.limit
+        return "PASS" if ok else "FAIL"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    targets: tuple[Target, ...]
+
+    @property
+    def failed(self) -> bool:
+        return any(t.verdict == "FAIL" for t in self.targets)
+
+
+def _fmt_num(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:.2f}"
+
+
+@dataclass
+class Report:
+    """Everything one run measured, and how to show it."""
+
+    runs: dict[str, ScenarioRuns]
+    connections: int
+    meta: dict[str, Any]
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    idle_rss_mib: float | None = None
+    rss_after_mib: float | None = None
+    startup_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def baseline(self, runs: ScenarioRuns) -> ScenarioRuns | None:
+        key = runs.scenario.baseline
+        return self.runs.get(key) if key else None
+
+    def ratio(self, key: str) -> float | None:
+        runs = self.runs.get(key)
+        if runs is None or not runs.many:
+            return None
+        base = self.baseline(runs)
+        return runs.ratio_to(base) if base is not None else None
+
+    def startup_median(self, system: str) -> float | None:
+        samples = self.startup_s.get(system)
+        return statistics.median(samples) if samples else None
+
+    def verdict(self) -> Verdict:
+        return Verdict(
+            (
+                Target("/v1/do trivial req/s vs floor", self.ratio("do_example"), 0.5, "x", at_least=True),
+                Target("/v1/commands req/s vs floor", self.ratio("commands"), 0.8, "x", at_least=True),
+                Target("idle RSS of the proxy", self.idle_rss_mib, 120.0, "MiB", at_least=False),
+                Target("start to first 200", self.startup_median("proxy"), 2.0, "s", at_least=False),
+            )
+        )
+
+    def table(self) -> str:
+        c = self.connections
+        header = (
+            "scenario",
+            f"req/s c={c}",
+            "spread",
+            "p50 ms c=1",
+            "p99 ms c=1",
+            "x floor",
+            "srv CPU us/req",
+            "CPU x floor",
+            "errors",
+        )
+        rows: list[Sequence[str]] = []
+        notes: list[str] = []
+        for key, runs in self.runs.items():
+            if not runs.many:
+                continue
+            base = self.baseline(runs)
+            unit = "1.00x" if key.startswith("floor") else "-"
+            ratio = f"{runs.ratio_to(base):.2f}x" if base is not None else unit
+            cpu_ratio = f"{runs.cpu_ratio_to(base):.2f}x" if base is not None else unit
+            rows.append(
+                (
+                    runs.scenario.label,
+                    _fmt_num(runs.rps),
+                    f"{runs.spread * 100:.0f}%",
+                    _fmt_ms(runs.p50_ms),
+                    _fmt_ms(runs.p99_ms),
+                    ratio,
+                    f"{runs.server_us_per_req:.0f}",
+                    cpu_ratio,
+                    str(runs.errors),
+                )
+            )
+        for key, why in self.skipped.items():
+            rows.append((key, "skipped", *([""] * (len(header) - 2))))
+            notes.append(f"{key} skipped: {why}")
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+        lines = [
+            "  ".join(
+                str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in [header, *rows]
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        legend = [
+            "",
+            f"req/s: median of the rounds at c={c}; spread: (max - min) / median of those; p50/p99: medians",
+            "of the rounds at one connection; x floor: median of the per-round req/s ratios to the floor",
+            "route (floor POST for the /v1/do and gRPC rows); srv CPU: CPU time of the serving process",
+            "per request at c=16; CPU x floor: the floor's CPU per request over this row's.",
+        ]
+        return "\n".join([*lines, *legend, "", *notes] if notes else [*lines, *legend])
+
+    def text(self) -> str:
+        out = [self.table(), ""]
+        if "do_http" in self.runs and "target" in self.runs and self.runs["do_http"].many:
+            target = self.runs["target"]
+            do_http = self.runs["do_http"]
+            out.append(
+                f"http/GetRequestV2: {_fmt_num(do_http.rps)} req/s through the proxy; "
+                f"the target alone serves {_fmt_num(target.rps)} req/s "
+                f"({do_http.ratio_to(target):.2f}x of it)."
+            )
+        if "grpc" in self.runs and self.runs["grpc"].many:
+            grpc_runs = self.runs["grpc"]
+            out.append(
+                f"direct gRPC: the Python client used {grpc_runs.client_cpu:.2f} cores at "
+                f"c={self.connections} (on 2 cores a client near 1.0 is part of the limit)."
+            )
+        rss_after = (
+            f"; {self.rss_after_mib:.1f} MiB after all rounds" if self.rss_after_mib is not None else ""
+        )
+        if self.idle_rss_mib is not None:
+            out.append(f"proxy idle RSS: {self.idle_rss_mib:.1f} MiB after start-up and warm-up{rss_after}.")
+        for system, samples in self.startup_s.items():
+            shown = ", ".join(f"{s:.3f}" for s in samples)
+            out.append(
+                f"start to first 200 ({system}): median {statistics.median(samples):.3f} s of [{shown}]"
+            )
+        out.append("")
+        out.append("targets:")
+        for goal in self.verdict().targets:
+            value = "n/a" if goal.value is None else f"{goal.value:.2f} {goal.unit}"
+            op = ">=" if goal.at_least else "<="
+            out.append(f"  {goal.verdict:4}  {goal.name}: {value} ({op} {goal.limit:g} {goal.unit})")
+        if self.notes:
+            out.append("")
+            out.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "scenarios": {
+                key: runs.to_json(self.baseline(runs)) for key, runs in self.runs.items() if runs.many
+            },
+            "skipped": self.skipped,
+            "idle_rss_mib": None if self.idle_rss_mib is None else round(self.idle_rss_mib, 1),
+            "rss_after_rounds_mib": None if self.rss_after_mib is None else round(self.rss_after_mib, 1),
+            "startup_s": {
+                system: {"median": round(statistics.median(s), 3), "samples": [round(x, 3) for x in s]}
+                for system, s in self.startup_s.items()
+            },
+            "targets": [
+                {
+                    "name": t.name,
+                    "value": t.value,
+                    "limit": t.limit,
+                    "unit": t.unit,
+                    "at_least": t.at_least,
+                    "verdict": t.verdict,
+                }
+                for t in self.verdict().targets
+            ],
+            "notes": self.notes,
+        }
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")

@@ -1,0 +1,377 @@
+"""The benchmark run: start the systems, measure them in interleaved rounds, report, stop them."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.apps import TARGET_BODY
+from bench.load import HttpLoad, LoadResult, PyLoad, Wrk, ensure_wrk, run_grpc
+from bench.procs import PYTHON, ROOT, Proc, Procs, clean_env, cpu_seconds, free_ports, http_request, rss_mib
+from bench.report import Report, Scenario, ScenarioRuns
+
+__all__ = ["main"]
+
+DO_EXAMPLE_BODY = b'{"message":"hi"}'
+HTTP_COMMAND = "http/GetRequestV2"
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmarks the embedded proxy against a bare-Starlette floor in interleaved rounds.",
+    )
+    parser.add_argument("--duration", type=int, default=3, help="whole seconds of each load run (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="connections / in-flight calls (default 16)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="whole seconds of warm-up per scenario, 0 for none (default 1)"
+    )
+    parser.add_argument("--starts", type=int, default=3, help="start-ups timed per system (default 3)")
+    parser.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk, installed with apt-get when missing (as root), else the Python fallback",
+    )
+    parser.add_argument("--no-install", action="store_true", help="never run apt-get to install wrk")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.warmup < 0 or args.rounds < 1 or args.connections < 1 or args.starts < 1:
+        parser.error(
+            "--duration, --rounds, --connections and --starts must be at least 1, --warmup at least 0"
+        )
+    return args
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def proxy_env(port: int, grpc_port: int) -> dict[str, str]:
+    return clean_env(
+        {
+            "CONNECTOR_PROXY_HOST": "127.0.0.1",
+            "CONNECTOR_PROXY_PORT": str(port),
+            "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port),
+            "CONNECTOR_PROXY_SHUTDOWN_GRACE": "1",
+        }
+    )
+
+
+def start_proxy(procs: Procs, name: str = "proxy") -> tuple[Proc, int, int]:
+    port, grpc_port = free_ports(2)
+    proc = procs.start(name, [PYTHON, "-m", "server"], proxy_env(port, grpc_port))
+    return proc, port, grpc_port
+
+
+def start_floor(procs: Procs, do_body: Path, commands_body: Path, name: str = "floor") -> tuple[Proc, int]:
+    (port,) = free_ports(1)
+    argv = [PYTHON, "-m", "bench.apps", "floor", "--port", str(port)]
+    argv += ["--do-body", str(do_body), "--commands-body", str(commands_body)]
+    return procs.start(name, argv, clean_env({})), port
+
+
+def start_target(procs: Procs) -> tuple[Proc, int]:
+    (port,) = free_ports(1)
+    argv = [PYTHON, "-m", "bench.apps", "target", "--port", str(port)]
+    return procs.start("target", argv, clean_env({})), port
+
+
+def time_startups(procs: Procs, count: int, start: Callable[[], tuple[Proc, int]]) -> list[float]:
+    """Spawn to first 200 from ``/liveness``, ``count`` times, stopping each process after."""
+    samples = []
+    for _ in range(count):
+        proc, port = start()
+        try:
+            samples.append(proc.wait_ready(port))
+        finally:
+            procs.stop(proc)
+    return samples
+
+
+def probe(port: int, method: str, path: str, body: bytes | None = None) -> bytes:
+    status, reply = http_request(port, method, path, body)
+    if status != 200:
+        msg = f"{method} {path} answered {status}: {reply[:500]!r}"
+        raise RuntimeError(msg)
+    return reply
+
+
+def check_http_connector(proxy_port: int, commands_body: bytes, target_port: int) -> tuple[bytes | None, str]:
+    """The body of the http scenario when ``http/GetRequestV2`` works, else None and why not."""
+    if not (ROOT / "connectors" / "http.py").exists():
+        return None, "connectors/http.py is not there yet (the http connector has not landed)"
+    ids = {command.get("id") for command in json.loads(commands_body)}
+    if HTTP_COMMAND not in ids:
+        return None, f"the proxy does not offer {HTTP_COMMAND} (connectors/http.py exists but was not loaded)"
+    body = json.dumps({"url": f"http://127.0.0.1:{target_port}/json"}).encode()
+    status, reply = http_request(proxy_port, "POST", f"/v1/do/{HTTP_COMMAND}", body)
+    if status != 200:
+        return None, f"{HTTP_COMMAND} answered {status} to a probe: {reply[:300]!r}"
+    try:
+        got = json.loads(reply)["command_response"]["body"]
+    except (ValueError, KeyError, TypeError):
+        return None, f"{HTTP_COMMAND} answered an unexpected envelope: {reply[:300]!r}"
+    if got != json.loads(TARGET_BODY):
+        return None, f"{HTTP_COMMAND} returned {got!r}, not the target's JSON body"
+    return body, ""
+
+
+def scenario_groups(http_body: bytes | None) -> list[list[Scenario]]:
+    """The scenarios, in groups measured back to back so that each ratio compares neighbours."""
+    floor_do, floor_commands, do_example, commands = [
+        Scenario(
+            "floor_do",
+            "floor POST /v1/do (bare Starlette)",
+            "floor",
+            method="POST",
+            path="/v1/do/example/Example",
+            body=DO_EXAMPLE_BODY,
+        ),
+        Scenario("floor_commands", "floor GET /v1/commands (bare Starlette)", "floor", path="/v1/commands"),
+        Scenario(
+            "do_example",
+            "proxy POST /v1/do/example/Example",
+            "proxy",
+            method="POST",
+            path="/v1/do/example/Example",
+            body=DO_EXAMPLE_BODY,
+            baseline="floor_do",
+        ),
+        Scenario(
+            "commands", "proxy GET /v1/commands", "proxy", path="/v1/commands", baseline="floor_commands"
+        ),
+    ]
+    groups = [[floor_do, do_example], [floor_commands, commands]]
+    if http_body is not None:
+        do_http = Scenario(
+            "do_http",
+            f"proxy POST /v1/do/{HTTP_COMMAND}",
+            "proxy",
+            method="POST",
+            path=f"/v1/do/{HTTP_COMMAND}",
+            body=http_body,
+            baseline="floor_do",
+        )
+        groups.append([do_http, Scenario("target", "  target GET /json (alone)", "target", path="/json")])
+    groups.append(
+        [Scenario("grpc", "gRPC ExampleService/Example (direct)", "proxy", kind="grpc", baseline="floor_do")]
+    )
+    return groups
+
+
+class Runner:
+    """Runs one scenario at a given concurrency, reading the server's CPU time around it."""
+
+    def __init__(self, load: HttpLoad, pids: dict[str, int], ports: dict[str, int], grpc_target: str) -> None:
+        self.load = load
+        self.pids = pids
+        self.ports = ports
+        self.grpc_target = grpc_target
+
+    def measure(self, scenario: Scenario, connections: int, duration: float) -> tuple[LoadResult, float]:
+        pid = self.pids[scenario.system]
+        before = cpu_seconds(pid)
+        if scenario.kind == "grpc":
+            result = run_grpc(self.grpc_target, connections, duration, "hi")
+        else:
+            url = f"http://127.0.0.1:{self.ports[scenario.system]}{scenario.path}"
+            result = self.load.run(url, scenario.method, scenario.body, connections, duration)
+        return result, cpu_seconds(pid) - before
+
+
+def choose_loadgen(args: argparse.Namespace, script_dir: Path, notes: list[str]) -> tuple[HttpLoad, str]:
+    if args.loadgen == "python":
+        notes.append(
+            "HTTP load from the Python fallback (--loadgen python): numbers are client-bound lower bounds"
+        )
+        return PyLoad(), "python fallback (forced)"
+    path, note = ensure_wrk(allow_install=not args.no_install)
+    if note:
+        _say(note)
+    if path is not None:
+        wrk = Wrk(path, script_dir)
+        return wrk, wrk.version()
+    if args.loadgen == "wrk":
+        msg = f"wrk is required (--loadgen wrk) but unavailable: {note}"
+        raise RuntimeError(msg)
+    warning = (
+        f"WARNING: wrk is unavailable ({note.splitlines()[0]}); using the Python load generator, "
+        "which saturates its own core first: req/s are lower bounds and ratios are flattened."
+    )
+    _say(warning)
+    notes.append(warning)
+    return PyLoad(), "python fallback (wrk unavailable)"
+
+
+def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
+    notes: list[str] = []
+    load, loadgen = choose_loadgen(args, tmp, notes)
+    n_scenarios = 7  # six with the http connector's two, plus gRPC
+    per_round = n_scenarios * 2 * args.duration
+    estimate = args.rounds * per_round + n_scenarios * args.warmup + 10
+    _say(
+        f"load generator: {loadgen}; {args.rounds} rounds x {n_scenarios} scenarios "
+        f"x 2 runs of {args.duration:g} s"
+    )
+    _say(f"this takes about {estimate / 60:.1f} min\n")
+
+    do_file = tmp / "do.json"
+    commands_file = tmp / "commands.json"
+    do_file.write_bytes(b"{}")
+    commands_file.write_bytes(b"[]")
+
+    _say(f"timing start-ups ({args.starts} each)...")
+    startup = {
+        "proxy": time_startups(procs, args.starts, lambda: _proxy_http(procs)),
+        "bare Starlette floor": time_startups(
+            procs, args.starts, lambda: start_floor(procs, do_file, commands_file, "floor-start")
+        ),
+    }
+
+    target, target_port = start_target(procs)
+    proxy, proxy_port, grpc_port = start_proxy(procs)
+    target.wait_ready(target_port)
+    proxy.wait_ready(proxy_port)
+    commands_body = probe(proxy_port, "GET", "/v1/commands")
+    do_body = probe(proxy_port, "POST", "/v1/do/example/Example", DO_EXAMPLE_BODY)
+    do_file.write_bytes(do_body)
+    commands_file.write_bytes(commands_body)
+    floor, floor_port = start_floor(procs, do_file, commands_file)
+    floor.wait_ready(floor_port)
+    if probe(floor_port, "POST", "/v1/do/example/Example", DO_EXAMPLE_BODY) != do_body:
+        msg = "the floor's POST reply differs from the proxy's"
+        raise RuntimeError(msg)
+    if probe(floor_port, "GET", "/v1/commands") != commands_body:
+        msg = "the floor's /v1/commands reply differs from the proxy's"
+        raise RuntimeError(msg)
+
+    http_body, why = check_http_connector(proxy_port, commands_body, target_port)
+    skipped: dict[str, str] = {}
+    if http_body is None:
+        skipped[f"proxy POST /v1/do/{HTTP_COMMAND}"] = why
+        _say(f"SKIP the http scenario: {why}")
+
+    groups = scenario_groups(http_body)
+    plan = [scenario for group in groups for scenario in group]
+    runner = Runner(
+        load,
+        {"proxy": proxy.pid, "floor": floor.pid, "target": target.pid},
+        {"proxy": proxy_port, "floor": floor_port, "target": target_port},
+        f"127.0.0.1:{grpc_port}",
+    )
+    runs = {s.key: ScenarioRuns(s) for s in plan}
+
+    if args.warmup > 0:
+        _say(f"warming up ({args.warmup:g} s per scenario)...")
+        for scenario in plan:
+            runner.measure(scenario, args.connections, args.warmup)
+    time.sleep(1.0)
+    idle_rss = rss_mib(proxy.pid)
+
+    for round_index in range(args.rounds):
+        # Rotate the groups and flip the order inside each one from round to round.
+        shift = round_index % len(groups)
+        for group in groups[shift:] + groups[:shift]:
+            members = group if round_index % 2 == 0 else group[::-1]
+            for scenario in members:
+                many, cpu = runner.measure(scenario, args.connections, args.duration)
+                runs[scenario.key].many.append(many)
+                runs[scenario.key].server_cpu_s.append(cpu)
+            for scenario in members:
+                one, _ = runner.measure(scenario, 1, args.duration)
+                runs[scenario.key].one.append(one)
+            for scenario in members:
+                many, one = runs[scenario.key].many[-1], runs[scenario.key].one[-1]
+                errors = f"  ERRORS {many.errors + one.errors}" if many.errors or one.errors else ""
+                _say(
+                    f"round {round_index + 1}/{args.rounds}  {scenario.label.strip():42}  "
+                    f"{many.rps:>9,.0f} req/s   c=1 p50 {one.p50_ms:.2f} ms  p99 {one.p99_ms:.2f} ms{errors}"
+                )
+    time.sleep(0.5)
+    rss_after = rss_mib(proxy.pid)
+
+    if any(r.errors for r in runs.values()):
+        notes.append("some runs had errors (non-2xx, timeouts or socket errors); see the errors column")
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "loadgen": loadgen,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "warmup_s": args.warmup,
+        "method": "medians of interleaved rounds; ratio = median of the per-round req/s ratios to the floor",
+    }
+    return Report(
+        runs=runs,
+        connections=args.connections,
+        meta=meta,
+        skipped=skipped,
+        notes=notes,
+        idle_rss_mib=idle_rss,
+        rss_after_mib=rss_after,
+        startup_s=startup,
+    )
+
+
+def _proxy_http(procs: Procs) -> tuple[Proc, int]:
+    proc, port, _ = start_proxy(procs, "proxy-start")
+    return proc, port
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        procs = Procs(tmp)
+        try:
+            with procs:
+                report = measure(args, procs, tmp)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            _say(f"\nbench failed: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            _say("\ninterrupted; every process the bench started has been stopped")
+            return 130
+        finally:
+            if procs.running:  # pragma: no cover - Procs.__exit__ stops them; this is a last resort
+                procs.stop_all()
+    _say("\n" + report.text())
+    report.write_json(args.output)
+    _say(f"\nresults written to {_shown(args.output)}")
+    return 1 if args.check and report.verdict().failed else 0
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
