@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import time
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
@@ -30,6 +31,7 @@ __all__ = [
     "execute",
     "execute_within",
     "log",
+    "redact",
     "timeout_failure",
 ]
 
@@ -81,7 +83,8 @@ async def execute(
     """
     lines = [] if lines is None else lines
     token = _logs.set(lines)
-    failure: Failure
+    secrets = command.plan.secret_values(request)
+    reply: Reply
     try:
         command.plan.apply_defaults(request)
         missing = command.plan.missing(request)
@@ -93,17 +96,38 @@ async def execute(
             response = await command.behaviour(request, context)
         else:
             response = await asyncio.to_thread(command.behaviour, request, context)
-        return Reply(response, None, tuple(lines))
+        reply = Reply(response, None)
     except CommandError as exc:
-        failure = exc.to_failure()
+        reply = Reply(None, exc.to_failure())
     except _Aborted as exc:
-        failure = Failure(exc.code, default_error_code(exc.code), exc.details)
-    except Exception:
-        logger.exception("command %s raised", command.id)
-        failure = Internal("The command failed unexpectedly; the proxy's log has the details.").to_failure()
+        reply = Reply(None, Failure(exc.code, default_error_code(exc.code), exc.details))
+    except Exception as exc:
+        trace = "".join(traceback.format_exception(exc))
+        logger.error("command %s raised:\n%s", command.id, redact(trace, secrets))
+        reply = Reply(
+            None, Internal("The command failed unexpectedly; the proxy's log has the details.").to_failure()
+        )
     finally:
         _logs.reset(token)
-    return Reply(None, replace(failure, logs=tuple(lines)), tuple(lines))
+    if secrets:
+        # A connector should never log or report a secret parameter; if one slips through, it
+        # leaves the process masked.
+        lines[:] = [redact(line, secrets) for line in lines]
+        if reply.failure is not None:
+            reply = replace(
+                reply, failure=replace(reply.failure, message=redact(reply.failure.message, secrets))
+            )
+    logs = tuple(lines)
+    if reply.failure is not None:
+        return Reply(None, replace(reply.failure, logs=logs), logs)
+    return replace(reply, logs=logs)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret value replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 async def execute_within(

@@ -117,10 +117,13 @@ class MessagePlan:
         self.required: list[descriptor.FieldDescriptor] = []
         self.defaults: list[_Default] = []
         self.nested: list[tuple[descriptor.FieldDescriptor, MessagePlan]] = []
+        self.secret: list[str] = []
         for field in desc.fields:
             options = field_options(field)
             if options.required:
                 self.required.append(field)
+            if options.secret and field.type == FD.TYPE_STRING and not is_repeated(field):
+                self.secret.append(field.name)
             if options.default_json:
                 self.defaults.append(_Default(field, _parse_default(field, options.default_json)))
             item = message_type(field).fields_by_name["value"] if is_map(field) else field
@@ -129,6 +132,10 @@ class MessagePlan:
                 self.nested.append((field, plans.get(item_type.full_name) or MessagePlan(item_type, plans)))
         if _plans is None:
             _keep_nested_plans_with_work(plans)
+
+    def secret_values(self, msg: message.Message) -> tuple[str, ...]:
+        """The values of the parameters declared ``secret``, to scrub from logs and messages."""
+        return tuple(value for value in (getattr(msg, name) for name in self.secret) if value)
 
     def apply_defaults(self, msg: message.Message) -> None:
         """Sets every absent parameter that declares a default, in nested messages too."""

@@ -124,6 +124,7 @@ message SleepResponse {
 message FailRequest {
   string kind = 1 [(spiff.connector.v1.field) = {required: true}];
   string detail = 2;
+  string token = 3 [(spiff.connector.v1.field) = {secret: true}];
 }
 
 message FailResponse {
@@ -220,6 +221,14 @@ def rich_servicer(pb2: types.ModuleType, pb2_grpc: types.ModuleType) -> type:
 
         async def Fail(self, request: Any, context: Any) -> Any:
             log(f"about to fail with {request.kind}")
+            if request.token:
+                # A careless connector: the secret goes into a log line, a message and a traceback.
+                log(f"calling with token {request.token}")
+                if request.kind == "RuntimeError":
+                    msg = f"refused token {request.token}"
+                    raise RuntimeError(msg)
+                msg = f"token {request.token} was refused"
+                raise errors.PermissionDenied(msg)
             if request.kind == "RuntimeError":
                 raise RuntimeError(SECRET_TEXT)
             if request.kind == "abort":

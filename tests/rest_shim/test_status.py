@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import pytest
 from spiff.connector.example.v1 import example_pb2
@@ -203,3 +205,18 @@ async def test_invalid_parameters_from_the_server_side_check(rich_proxy):
     assert payload["error"]["error_code"] == "InvalidParameters"
     assert "kind" in payload["error"]["message"]
     assert payload["spiff__logs"] == []
+
+
+@pytest.mark.parametrize("kind", ["RuntimeError", "PermissionDenied"])
+async def test_secret_parameters_are_masked_in_logs_messages_and_tracebacks(rich_proxy, caplog, kind):
+    caplog.set_level(logging.DEBUG)
+    token = "tok-8d1f2c"
+    response = await rich_proxy.post(FAIL, json={"kind": kind, "token": token})
+    assert response.status_code in (403, 500)
+    assert token not in response.text
+    assert token not in caplog.text
+    assert "calling with token ***" in response.json()["spiff__logs"]
+    if kind == "PermissionDenied":
+        assert response.json()["error"]["message"] == "token *** was refused"
+    else:
+        assert "refused token ***" in caplog.text, "the traceback is logged, masked"
