@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from rest_shim._catalog import Catalogue, CommandSpec
+from rest_shim._openapi import openapi_document
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
 from server import json_values
 from server.invocation import Invoker
@@ -58,6 +59,7 @@ class ProxyEndpoints:
         max_body_bytes: int,
     ) -> None:
         self.catalogue = catalogue
+        self.openapi_body = _dumps(openapi_document(catalogue.commands.values()))
         self.invoker = invoker
         self.api_key = api_key.encode() if api_key is not None else None
         self.command_timeout = command_timeout
@@ -76,6 +78,11 @@ class ProxyEndpoints:
         if not self._authorized(request):
             return _JSONResponse(_UNAUTHORIZED, status_code=401)
         return _JSONResponse(self.catalogue.commands_body)
+
+    async def openapi(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        return _JSONResponse(self.openapi_body)
 
     async def auths(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -186,7 +193,8 @@ def create_app(
     path_prefix: str = "",
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> Starlette:
-    """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}`` and liveness.
+    """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}``,
+    ``/openapi.json`` and liveness.
 
     Args:
         catalogue: the commands, built from descriptors.
@@ -207,6 +215,7 @@ def create_app(
         Route("/v1/do/{connector}/{command}", endpoints.do, methods=["POST"]),
         Route("/v1/commands", endpoints.commands),
         Route("/v1/auths", endpoints.auths),
+        Route("/openapi.json", endpoints.openapi),
         Route("/liveness", endpoints.liveness),
         Route("/v1/liveness", endpoints.liveness),
     ]
