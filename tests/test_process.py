@@ -4,20 +4,24 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import pathlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
+from spiff.connector.http.v1 import http_pb2, http_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +161,59 @@ def test_bad_settings_stop_start_up(tmp_path):
     with process(["-m", "server"], {"CONNECTOR_PROXY_API_KEY": ""}, log) as proc:
         assert proc.wait(timeout=STARTUP_SECONDS) != 0
     assert "CONNECTOR_PROXY_API_KEY" in log.read_text()
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET after SLOW_SECONDS, like an upstream that is busy when the proxy is told to stop."""
+
+    def do_GET(self) -> None:
+        time.sleep(SLOW_SECONDS)
+        body = b'{"done": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+SLOW_SECONDS = 1.5
+
+
+def test_sigterm_lets_in_flight_rest_and_grpc_calls_finish(tmp_path):
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    slow_url = f"http://127.0.0.1:{target.server_address[1]}/slow"
+    port, grpc_port = free_port(), free_port()
+    env = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port)}
+    log = tmp_path / "server.log"
+    try:
+        with process(["-m", "server"], env, log) as proc, ThreadPoolExecutor(2) as pool:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_for_http(base_url, proc, log)
+            rest_call = pool.submit(
+                httpx.post, f"{base_url}/v1/do/http/GetRequestV2", json={"url": slow_url}, timeout=10
+            )
+
+            def grpc_call() -> http_pb2.GetRequestV2Response:
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    stub = http_pb2_grpc.HttpServiceStub(channel)  # type: ignore[no-untyped-call]
+                    reply: http_pb2.GetRequestV2Response = stub.GetRequestV2(
+                        http_pb2.GetRequestV2Request(url=slow_url), timeout=10
+                    )
+                    return reply
+
+            grpc_reply = pool.submit(grpc_call)
+            time.sleep(SLOW_SECONDS / 3)  # both calls are now waiting on the upstream
+            assert not rest_call.done()
+            assert not grpc_reply.done()
+            stop(proc, log)
+            response = rest_call.result(timeout=5)
+            assert response.status_code == 200, response.text
+            assert response.json()["command_response"]["body"] == {"done": True}
+            assert grpc_reply.result(timeout=5).http_status == 200
+    finally:
+        target.shutdown()
+        target.server_close()
