@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve serve-grpc serve-shim test check lint typecheck gen bench clean
+.PHONY: serve serve-grpc serve-shim test lint typecheck gen docs bench clean
 
 $(STAMP): pyproject.toml hatch_build.py $(shell find protos -name '*.proto')
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ serve-shim: $(STAMP)
 ## Regenerate clients/python from protos/ (the install does this too).
 gen: $(STAMP)
 	$(BIN)/python hatch_build.py
+
+## Regenerate the connector reference, docs/connectors.md, from the protos.
+docs: $(STAMP)
+	$(BIN)/python -m server.reference
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -53,6 +53,7 @@ class Catalogue:
 
     def __init__(self, services: Iterable[descriptor.ServiceDescriptor]) -> None:
         self.commands: dict[tuple[str, str], CommandSpec] = {}
+        self.typeahead: CommandSpec | None = None
         commands_json: list[dict[str, Any]] = []
         auths_json: list[dict[str, Any]] = []
         owners: dict[str, str] = {}
@@ -73,6 +74,8 @@ class Catalogue:
                     layout=ResultLayout(method.output_type),
                 )
                 self.commands[(name, method.name)] = spec
+                if command_options(method).typeahead:
+                    self._set_typeahead(spec)
                 commands_json.append(_describe_command(spec))
             for auth in connector_options(service).auths:
                 auths_json.append(
@@ -92,6 +95,16 @@ class Catalogue:
                 )
         self.commands_body = json.dumps(commands_json, separators=(",", ":")).encode()
         self.auths_body = json.dumps(auths_json, separators=(",", ":")).encode()
+
+    def _set_typeahead(self, spec: CommandSpec) -> None:
+        if self.typeahead is not None:
+            msg = f"both {self.typeahead.id} and {spec.id} claim the typeahead endpoint"
+            raise ValueError(msg)
+        missing = {"category", "prefix", "limit"} - set(spec.method.input_type.fields_by_name)
+        if missing:
+            msg = f"{spec.id} serves typeahead but its request lacks {', '.join(sorted(missing))}"
+            raise ValueError(msg)
+        self.typeahead = spec
 
     def find(self, connector: str, command: str) -> CommandSpec | None:
         return self.commands.get((connector, command))

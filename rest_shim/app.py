@@ -89,6 +89,31 @@ class ProxyEndpoints:
             return _JSONResponse(_UNAUTHORIZED, status_code=401)
         return _JSONResponse(self.catalogue.auths_body)
 
+    async def typeahead(self, request: Request) -> Response:
+        """spiff-arena's typeahead endpoint (no API key: the backend sends none here).
+
+        Answers the typeahead command's body, a JSON array, or a JSON error; never HTML.
+        """
+        spec = self.catalogue.typeahead
+        if spec is None:
+            return _reply(404, _plain_error("NotFound", "This proxy serves no typeahead."))
+        body: dict[str, Any] = {
+            "category": request.path_params["category"],
+            "prefix": request.query_params.get("prefix", ""),
+        }
+        if request.query_params.get("limit"):
+            body["limit"] = request.query_params["limit"]
+        decoded = spec.decoder.decode(body)
+        if decoded.message is None:
+            problems = "; ".join(f"{v.field} {v.description}" for v in decoded.violations)
+            return _reply(400, _plain_error("InvalidParameters", f"Invalid typeahead query: {problems}."))
+        reply = await self.invoker.invoke(spec.full_method, decoded.message, self.command_timeout)
+        if reply.failure is not None:
+            status = HTTP_STATUS.get(reply.failure.code, 500)
+            return _reply(status, _plain_error(reply.failure.error_code, reply.failure.message))
+        results = spec.layout.command_response(reply.response, 200)["body"]
+        return _JSONResponse(_dumps([] if results is None else results))
+
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -170,6 +195,10 @@ class ProxyEndpoints:
             return _reply(500, error_envelope(500, "InvalidResult", message, logs))
 
 
+def _plain_error(error_code: str, message: str) -> dict[str, Any]:
+    return {"error": {"error_code": error_code, "message": message}}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
@@ -216,6 +245,7 @@ def create_app(
         Route("/v1/commands", endpoints.commands),
         Route("/v1/auths", endpoints.auths),
         Route("/openapi.json", endpoints.openapi),
+        Route("/v1/typeahead/{category}", endpoints.typeahead),
         Route("/liveness", endpoints.liveness),
         Route("/v1/liveness", endpoints.liveness),
     ]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import json
 import math
+import uuid
 from typing import Any
 
 from spiff.connector.v1 import types_pb2
 
-__all__ = ["JSON_VALUE", "dump", "dumps", "load", "loads"]
+__all__ = ["JSON_VALUE", "dump", "dumps", "load", "loads", "to_json_safe"]
 
 JSON_VALUE = types_pb2.JsonValue.DESCRIPTOR.full_name
 _ABSENT: Any = object()
@@ -27,19 +31,56 @@ def _finite_float(text: str) -> float:
     return number
 
 
+def to_json_safe(value: Any) -> Any:
+    """The documented JSON form of a value JSON has no type for (what databases and SDKs return).
+
+    - ``Decimal``: an integer when integral; a number when that number is exactly the decimal
+      (``12.50`` → ``12.5``); otherwise, rather than lose digits, its exact text
+      (``"0.1000000000000000000001"``).
+    - ``datetime``, ``date``, ``time``: ISO 8601 text (``"2026-01-02T03:04:05+00:00"``, ``"2026-01-02"``).
+    - ``timedelta``: its length in seconds, a number.
+    - ``UUID``: its canonical text. ``bytes``: base64 text. ``set``: a list.
+
+    Raises:
+        TypeError: for any other type.
+    """
+    if isinstance(value, decimal.Decimal):
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
+        number = float(value)
+        if math.isfinite(number) and decimal.Decimal(repr(number)) == value:
+            return number
+        return str(value)
+    if isinstance(value, datetime.date | datetime.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, set | frozenset):
+        return list(value)
+    msg = f"a {type(value).__name__} is not JSON"
+    raise TypeError(msg)
+
+
 # Built once: json.loads/json.dumps with options would build a new decoder/encoder per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=to_json_safe)
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text; integers of any size stay integers; NaN and Infinity are refused.
+    """Compact JSON text; integers of any size stay integers; NaN and Infinity are refused;
+    Decimal, datetime, UUID, bytes and the like take the forms :func:`to_json_safe` documents.
 
     Raises:
         ValueError: the value is not JSON (NaN, Infinity, other types) or is nested too deeply.
     """
     try:
         return _ENCODER.encode(value)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
     except RecursionError:
         msg = "the value is nested too deeply to write as JSON"
         raise ValueError(msg) from None

@@ -1,0 +1,120 @@
+"""The connector reference (docs/connectors.md), generated from the protos' descriptors.
+
+``python -m server.reference`` writes it; ``--check`` fails when the committed file is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf import descriptor
+
+from rest_shim._schema_json import field_schema, spiff_type
+from server._registry import Connector, discover
+from server.schema import (
+    SPIFF_CONTEXT,
+    command_options,
+    connector_options,
+    field_options,
+    is_message,
+)
+
+__all__ = ["render"]
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET = ROOT / "docs" / "connectors.md"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _json_type(schema: dict[str, Any]) -> str:
+    kind = schema.get("type")
+    if kind is None:
+        return "any JSON"
+    if kind == "array":
+        return f"list of {_json_type(schema.get('items', {}))}"
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    return str(kind)
+
+
+def _parameters(fields: Iterable[descriptor.FieldDescriptor]) -> list[str]:
+    rows = ["| parameter | type | required | default | description |", "|---|---|---|---|---|"]
+    for field in fields:
+        options = field_options(field)
+        default = f"`{options.default_json}`" if options.default_json else ""
+        description = options.description + (" *Secret: never logged.*" if options.secret else "")
+        kind = f"{spiff_type(field)} ({_json_type(field_schema(field))})"
+        required = "yes" if options.required else ""
+        rows.append(f"| `{field.name}` | {_cell(kind)} | {required} | {default} | {_cell(description)} |")
+    return rows
+
+
+def _errors(errors: Sequence[Any]) -> list[str]:
+    rows = ["| error_code | gRPC code | when |", "|---|---|---|"]
+    rows += [f"| `{e.error_code}` | {e.grpc_code or '(varies)'} | {_cell(e.when)} |" for e in errors]
+    return rows
+
+
+def _connector(connector: Connector) -> list[str]:
+    service = connector.service
+    options = connector_options(service)
+    lines = [f"## {connector.name}", "", options.description, ""]
+    lines += [f"gRPC service `{service.full_name}`.", ""]
+    if options.errors:
+        lines += ["Errors of every command:", "", *_errors(options.errors), ""]
+    for method in service.methods:
+        command = command_options(method)
+        lines += [f"### `{connector.name}/{method.name}`", "", command.description, ""]
+        if command.typeahead:
+            lines += ["Also answers `GET /v1/typeahead/{category}?prefix=&limit=`.", ""]
+        fields = [f for f in method.input_type.fields if not is_message(f, SPIFF_CONTEXT)]
+        lines += _parameters(fields) if fields else ["No parameters."]
+        if any(is_message(f, SPIFF_CONTEXT) for f in method.input_type.fields):
+            lines += ["", "Receives spiff-arena's `spiff__*` context (task data, ids, callback URL)."]
+        result = ", ".join(f"`{f.name}`" for f in method.output_type.fields)
+        lines += ["", f"Result (`{method.output_type.name}`): {result}.", ""]
+        if command.errors:
+            lines += ["Errors:", "", *_errors(command.errors), ""]
+    return lines
+
+
+def render(connectors: Sequence[Connector]) -> str:
+    """The reference as Markdown, one section per connector, in name order."""
+    lines = [
+        "# Connector reference",
+        "",
+        "Generated from the protos by `make docs` (`python -m server.reference`); do not edit.",
+        "Parameter types are spiff's (`str`, `int`, `bool`, `any`) with the JSON type accepted;",
+        "`/v1/commands` and `/openapi.json` carry the same facts for programs.",
+        "",
+    ]
+    for connector in sorted(connectors, key=lambda c: c.name):
+        lines += _connector(connector)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server.reference", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 if docs/connectors.md is not current")
+    args = parser.parse_args(argv)
+    text = render(discover(["connectors"]))
+    if args.check:
+        current = TARGET.read_text() if TARGET.exists() else ""
+        if current != text:
+            sys.stderr.write(f"{TARGET.relative_to(ROOT)} is stale: run make docs\n")
+            return 1
+        return 0
+    TARGET.parent.mkdir(exist_ok=True)
+    TARGET.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The connector reference in docs/ is generated from the protos and kept current."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from server import reference
+from server._registry import discover
+from server.schema import command_options, connector_options
+
+CODE_NAMES = {code.name for code in grpc.StatusCode}
+
+
+def test_committed_reference_is_current():
+    assert reference.main(["--check"]) == 0, "docs/connectors.md is stale: run make docs"
+
+
+def test_reference_lists_every_command_and_parameter():
+    connectors = discover(["connectors"])
+    text = reference.render(connectors)
+    for connector in connectors:
+        for command in connector.commands:
+            assert f"### `{command.id}`" in text
+            for field in command.method.input_type.fields:
+                assert f"| `{field.name}` |" in text
+
+
+@pytest.mark.parametrize("connector", discover(["connectors"]), ids=lambda c: c.name)
+def test_documented_errors_name_real_grpc_codes(connector):
+    documented = list(connector_options(connector.service).errors)
+    for command in connector.commands:
+        documented += command_options(command.method).errors
+    for error in documented:
+        assert error.error_code
+        assert error.when
+        assert error.grpc_code in CODE_NAMES or error.grpc_code == "", error.grpc_code
