@@ -57,7 +57,9 @@ class Catalogue:
         commands_json: list[dict[str, Any]] = []
         auths_json: list[dict[str, Any]] = []
         owners: dict[str, str] = {}
-        for service in services:
+        # Sorted by connector name, so the catalogue reads the same whether the descriptors
+        # came from discovery or from reflection.
+        for service in sorted(services, key=connector_name):
             name = connector_name(service)
             if "/" in name or name in owners:
                 taken = f" (already used by {owners[name]})" if name in owners else ""
