@@ -78,7 +78,7 @@ def _connector(connector: Connector) -> list[str]:
         lines += _parameters(fields) if fields else ["No parameters."]
         if any(is_message(f, SPIFF_CONTEXT) for f in method.input_type.fields):
             lines += ["", "Receives spiff-arena's `spiff__*` context (task data, ids, callback URL)."]
-        result = ", ".join(f"`{f.name}`" for f in method.output_type.fields)
+        result = ", ".join(f"`{f.name}`" for f in method.output_type.fields) or "no fields"
         lines += ["", f"Result (`{method.output_type.name}`): {result}.", ""]
         if command.errors:
             lines += ["Errors:", "", *_errors(command.errors), ""]
