@@ -57,6 +57,9 @@ class Connector:
 def discover(packages: Iterable[str]) -> list[Connector]:
     """Imports every module of each package and loads its connector.
 
+    A connector is a module, or a package whose ``__init__`` exposes the servicer class (for
+    connectors large enough to split); names starting with ``_`` are private helpers, skipped.
+
     Raises:
         RuntimeError: a module without exactly one servicer, an rpc left unimplemented,
             or two connectors with the same name. Schema mistakes stop start-up.
@@ -79,12 +82,19 @@ def discover(packages: Iterable[str]) -> list[Connector]:
     return connectors
 
 
+def _defined_in(cls: type, module: ModuleType) -> bool:
+    """Defined by the connector's module, or, for a connector package, by one of its submodules."""
+    return cls.__module__ == module.__name__ or (
+        hasattr(module, "__path__") and cls.__module__.startswith(module.__name__ + ".")
+    )
+
+
 def load_connector(module: ModuleType) -> Connector:
     """Instantiates the one generated-servicer subclass that ``module`` defines."""
     found = [
         (cls, base)
         for cls in vars(module).values()
-        if inspect.isclass(cls) and cls.__module__ == module.__name__
+        if inspect.isclass(cls) and _defined_in(cls, module)
         for base in cls.__mro__[1:]
         if base.__module__.endswith("_pb2_grpc") and base.__name__.endswith("Servicer")
     ]

@@ -252,3 +252,23 @@ def test_discover_refuses_a_module_without_a_servicer(connector_package):
     (root / "empty.py").write_text("X = 1\n")
     with pytest.raises(RuntimeError, match=rf"{name}\.empty must define exactly one servicer"):
         discover([name])
+
+
+def test_a_connector_can_be_a_package_with_private_submodules(connector_package):
+    name, root = connector_package
+    package = root / "echo"
+    package.mkdir()
+    (package / "_service.py").write_text(SERVICER_SOURCE)
+    (package / "__init__.py").write_text("from ._service import Service as Service\n")
+    (connector,) = discover([name])
+    assert connector.name == "example"
+    assert type(connector.servicer).__module__ == f"{name}.echo._service"
+
+
+def test_a_package_still_needs_exactly_one_servicer(connector_package):
+    name, root = connector_package
+    package = root / "echo"
+    package.mkdir()
+    (package / "__init__.py").write_text("X = 1\n")
+    with pytest.raises(RuntimeError, match=rf"{name}\.echo must define exactly one servicer"):
+        discover([name])
