@@ -167,6 +167,10 @@ class Report:
         base = self.baseline(runs)
         return runs.ratio_to(base) if base is not None else None
 
+    def p50(self, key: str) -> float | None:
+        runs = self.runs.get(key)
+        return runs.p50_ms if runs is not None and runs.one else None
+
     def startup_median(self, system: str) -> float | None:
         samples = self.startup_s.get(system)
         return statistics.median(samples) if samples else None
@@ -178,6 +182,7 @@ class Report:
                 Target("/v1/commands req/s vs floor", self.ratio("commands"), 0.8, "x", at_least=True),
                 Target("idle RSS of the proxy", self.idle_rss_mib, 120.0, "MiB", at_least=False),
                 Target("start to first 200", self.startup_median("proxy"), 2.0, "s", at_least=False),
+                Target("typeahead cities p50 at c=1", self.p50("typeahead"), 5.0, "ms", at_least=False),
             )
         )
 

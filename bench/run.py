@@ -26,6 +26,7 @@ __all__ = ["main"]
 
 DO_EXAMPLE_BODY = b'{"message":"hi"}'
 HTTP_COMMAND = "http/GetRequestV2"
+TYPEAHEAD_PATH = "/v1/typeahead/cities?prefix=san&limit=100"
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -136,7 +137,26 @@ def check_http_connector(proxy_port: int, commands_body: bytes, target_port: int
     return body, ""
 
 
-def scenario_groups(http_body: bytes | None) -> list[list[Scenario]]:
+def check_typeahead(proxy_port: int) -> str:
+    """Why the typeahead scenario cannot run, or "" when ``GET {TYPEAHEAD_PATH}`` answers 100 cities.
+
+    The probe is also the cities index's first use, which builds it (about a second).
+    """
+    if not (ROOT / "connectors" / "typeahead.py").exists():
+        return "connectors/typeahead.py is not there yet (the typeahead connector has not landed)"
+    status, reply = http_request(proxy_port, "GET", TYPEAHEAD_PATH, timeout=30.0)
+    if status != 200:
+        return f"GET {TYPEAHEAD_PATH} answered {status} to a probe: {reply[:300]!r}"
+    try:
+        results = json.loads(reply)
+    except ValueError:
+        return f"GET {TYPEAHEAD_PATH} answered something that is not JSON: {reply[:300]!r}"
+    if not isinstance(results, list) or len(results) != 100:
+        return f"GET {TYPEAHEAD_PATH} did not answer 100 cities: {reply[:300]!r}"
+    return ""
+
+
+def scenario_groups(http_body: bytes | None, typeahead: bool = False) -> list[list[Scenario]]:
     """The scenarios, in groups measured back to back so that each ratio compares neighbours."""
     floor_do, floor_commands, do_example, commands = [
         Scenario(
@@ -173,6 +193,10 @@ def scenario_groups(http_body: bytes | None) -> list[list[Scenario]]:
             baseline="floor_do",
         )
         groups.append([do_http, Scenario("target", "  target GET /json (alone)", "target", path="/json")])
+    if typeahead:
+        groups.append(
+            [Scenario("typeahead", "proxy GET /v1/typeahead/cities?prefix=san", "proxy", path=TYPEAHEAD_PATH)]
+        )
     groups.append(
         [Scenario("grpc", "gRPC ExampleService/Example (direct)", "proxy", kind="grpc", baseline="floor_do")]
     )
@@ -226,7 +250,7 @@ def choose_loadgen(args: argparse.Namespace, script_dir: Path, notes: list[str])
 def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
     notes: list[str] = []
     load, loadgen = choose_loadgen(args, tmp, notes)
-    n_scenarios = 7  # six with the http connector's two, plus gRPC
+    n_scenarios = 8  # four, the http connector's two, the typeahead one, plus gRPC
     per_round = n_scenarios * 2 * args.duration
     estimate = args.rounds * per_round + n_scenarios * args.warmup + 10
     _say(
@@ -271,7 +295,12 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
         skipped[f"proxy POST /v1/do/{HTTP_COMMAND}"] = why
         _say(f"SKIP the http scenario: {why}")
 
-    groups = scenario_groups(http_body)
+    typeahead_skip = check_typeahead(proxy_port)
+    if typeahead_skip:
+        skipped[f"proxy GET {TYPEAHEAD_PATH}"] = typeahead_skip
+        _say(f"SKIP the typeahead scenario: {typeahead_skip}")
+
+    groups = scenario_groups(http_body, typeahead=not typeahead_skip)
     plan = [scenario for group in groups for scenario in group]
     runner = Runner(
         load,
