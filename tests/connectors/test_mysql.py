@@ -16,7 +16,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from spiff.connector.mysql.v1 import mysql_pb2 as pb, mysql_pb2_grpc
 
-from connectors.mysql import MysqlService, _column_type, _target
+from connectors.mysql import MysqlService
+from connectors.mysql._connections import parse_target as _target
+from connectors.mysql._types import column_type as _column_type
 from server import errors, json_values
 from server.invocation import LocalContext
 from tests.conftest import client_for

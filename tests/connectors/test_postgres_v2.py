@@ -376,7 +376,7 @@ async def test_identifiers_fold_like_unquoted_sql_unless_quoted(proxy, db, table
     ],
 )
 def test_column_types_are_rebuilt_from_the_grammar(declared, rebuilt):
-    from connectors.postgres_v2 import _column_type
+    from connectors.postgres_v2._types import column_type as _column_type
 
     bad: list[errors.Violation] = []
     assert _column_type(declared, "type", bad) == rebuilt
