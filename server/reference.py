@@ -67,6 +67,10 @@ def _connector(connector: Connector) -> list[str]:
     options = connector_options(service)
     lines = [f"## {connector.name}", "", options.description, ""]
     lines += [f"gRPC service `{service.full_name}`.", ""]
+    if options.settings:
+        lines += ["| setting | default | meaning |", "|---|---|---|"]
+        lines += [f"| `{v.name}` | {_cell(v.default)} | {_cell(v.description)} |" for v in options.settings]
+        lines += [""]
     if options.errors:
         lines += ["Errors of every command:", "", *_errors(options.errors), ""]
     for method in service.methods:

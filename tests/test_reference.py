@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
+import sys
+
 import grpc
 import pytest
 
@@ -35,3 +39,19 @@ def test_documented_errors_name_real_grpc_codes(connector):
         assert error.error_code
         assert error.when
         assert error.grpc_code in CODE_NAMES or error.grpc_code == "", error.grpc_code
+
+
+def _source_text(connector) -> str:
+    module = sys.modules[type(connector.servicer).__module__.split("._")[0]]
+    path = pathlib.Path(module.__file__ or "")
+    files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+    return "".join(f.read_text() for f in files)
+
+
+@pytest.mark.parametrize("connector", discover(["connectors"]), ids=lambda c: c.name)
+def test_every_setting_a_connector_reads_is_declared_in_its_proto(connector):
+    read = set(re.findall(r"CONNECTOR_PROXY_[A-Z0-9_]+", _source_text(connector)))
+    declared = {setting.name for setting in connector_options(connector.service).settings}
+    assert read == declared
+    prefix = f"CONNECTOR_PROXY_{connector.name.upper()}_"
+    assert all(name.startswith(prefix) for name in declared)
