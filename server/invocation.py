@@ -143,7 +143,9 @@ async def execute_within(
         async with asyncio.timeout(max(0.0, timeout - margin)):
             return await execute(command, request, context, lines)
     except TimeoutError:
-        return Reply(None, replace(timeout_failure(timeout), logs=tuple(lines)), tuple(lines))
+        secrets = command.plan.secret_values(request)
+        logs = tuple(redact(line, secrets) for line in lines)
+        return Reply(None, replace(timeout_failure(timeout), logs=logs), logs)
 
 
 class _Aborted(Exception):

@@ -114,6 +114,7 @@ message EchoResponse {
 
 message SleepRequest {
   double seconds = 1;
+  string token = 2 [(spiff.connector.v1.field) = {secret: true}];
 }
 
 message SleepResponse {
@@ -216,6 +217,8 @@ def rich_servicer(pb2: types.ModuleType, pb2_grpc: types.ModuleType) -> type:
 
         async def Nap(self, request: Any, context: Any) -> Any:
             log(f"sleeping {request.seconds:g} s")
+            if request.token:
+                log(f"holding token {request.token}")  # careless on purpose: the proxy must mask it
             await asyncio.sleep(request.seconds)
             return pb2.SleepResponse(on_main_thread=True, thread_name=threading.current_thread().name)
 

@@ -272,6 +272,13 @@ async def test_timeout_is_a_504_worded_the_same_with_the_same_logs_on_both_paths
     assert payload["spiff__logs"] == ["sleeping 0.4 s"]
 
 
+async def test_logs_kept_from_a_timed_out_command_mask_its_secrets(make_rich_app):
+    async with client_for(make_rich_app(command_timeout=0.1)) as client:
+        response = await client.post("/v1/do/rich/Nap", json={"seconds": 0.4, "token": "tok-5e1f"})
+    assert response.status_code == 504
+    assert response.json()["spiff__logs"] == ["sleeping 0.4 s", "holding token ***"]
+
+
 async def test_logs_of_any_size_reach_spiff_logs(rich_proxy):
     """Log lines travel as trailing metadata on the remote path; gRPC's 8 KiB default is too small."""
     name = "x" * 100_000
