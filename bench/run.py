@@ -80,7 +80,10 @@ def proxy_env(port: int, grpc_port: int) -> dict[str, str]:
 
 def start_proxy(procs: Procs, name: str = "proxy") -> tuple[Proc, int, int]:
     port, grpc_port = free_ports(2)
-    proc = procs.start(name, [PYTHON, "-m", "server"], proxy_env(port, grpc_port))
+    # Each proxy gets its own job store in the run's temporary directory (one process owns a store).
+    jobs_db = procs.log_dir / f"{name}-{port}-jobs.sqlite3"
+    env = {**proxy_env(port, grpc_port), "CONNECTOR_PROXY_JOBS_DB": str(jobs_db)}
+    proc = procs.start(name, [PYTHON, "-m", "server"], env)
     return proc, port, grpc_port
 
 

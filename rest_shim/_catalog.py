@@ -43,6 +43,11 @@ class CommandSpec:
     def full_method(self) -> str:
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
 
+    @property
+    def long_running(self) -> bool:
+        """Declared long-running: always answered 202, its result PUT to the callback URL."""
+        return command_options(self.method).long_running
+
 
 class Catalogue:
     """Every command of every service, indexed by ``(connector, command)``.
@@ -137,4 +142,6 @@ def _describe_command(spec: CommandSpec) -> dict[str, Any]:
     description = command_options(spec.method).description
     if description:
         described["description"] = description
+    if spec.long_running:
+        described["long_running"] = True
     return described

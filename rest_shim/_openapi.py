@@ -46,6 +46,17 @@ _SPIFF_KEYS: dict[str, Any] = {
     "spiff__task_id": {"type": "string"},
     "spiff__task_data": {"type": "object"},
     "spiff__callback_url": {"type": "string", "format": "uri"},
+    "proxy__async": {
+        "type": ["boolean", "string"],
+        "description": 'true: answer 202 and PUT the result to spiff__callback_url (also as "true").',
+    },
+}
+_PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "respond-async (RFC 7240): answer 202 and PUT the result to spiff__callback_url.",
+    "schema": {"type": "string"},
 }
 
 
@@ -72,12 +83,20 @@ def _operation(spec: CommandSpec) -> dict[str, Any]:
             "operationId": spec.id.replace("/", "_"),
             "summary": command_options(spec.method).description or spec.id,
             "tags": [spec.connector],
+            "parameters": [_PREFER],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _request_schema(spec)}},
             },
             "responses": {
                 "200": {"description": "The command ran.", "content": envelope},
+                "202": {
+                    "description": (
+                        "Accepted as a job (a long-running command, Prefer: respond-async or "
+                        "proxy__async): body {job_id, status}; the result is PUT to spiff__callback_url."
+                    ),
+                    "content": envelope,
+                },
                 "400": {"description": "InvalidJson or InvalidParameters.", "content": envelope},
                 "401": {"description": "Missing or wrong API key."},
                 "413": {"description": "PayloadTooLarge.", "content": envelope},

@@ -18,7 +18,8 @@ from server.invocation import Invoker, Reply, timeout_failure
 
 __all__ = ["RemoteInvoker", "Router", "fetch_services"]
 
-_INFRASTRUCTURE = ("grpc.reflection.", "grpc.health.")
+# Services that are not connectors: gRPC's own, and the proxy's (spiff.proxy.v1.JobsService).
+_INFRASTRUCTURE = ("grpc.reflection.", "grpc.health.", "spiff.proxy.")
 
 
 def _fetch_services_blocking(target: str) -> list[descriptor.ServiceDescriptor]:

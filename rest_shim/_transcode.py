@@ -35,6 +35,7 @@ __all__ = ["DecodeResult", "Decoder", "ResultLayout", "encode_message"]
 FD = descriptor.FieldDescriptor
 _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _WELL_KNOWN_PREFIX = "google.protobuf."
+_RESERVED_PREFIXES = ("spiff__", "proxy__")
 
 
 class _Bad(Exception):
@@ -263,10 +264,11 @@ class Decoder:
         return self._converters
 
     def decode(self, body: dict[str, Any]) -> DecodeResult:
-        """Decodes spiff's request body. ``spiff__*`` keys go to the SpiffContext field, if any."""
+        """Decodes spiff's request body. ``spiff__*`` keys go to the SpiffContext field, if any;
+        ``proxy__*`` keys (the proxy's own, read by the shim) are never parameters either."""
         violations: list[Violation] = []
         ignored: list[str] = []
-        params = {k: v for k, v in body.items() if not k.startswith("spiff__")}
+        params = {k: v for k, v in body.items() if not k.startswith(_RESERVED_PREFIXES)}
         try:
             msg = self.decode_into(params, "", violations, ignored)
         except RecursionError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from starlette.applications import Starlette
@@ -17,7 +17,9 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._openapi import openapi_document
+from rest_shim._reply import render_reply
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
+from rest_shim.jobs import JobBackend, JobState, NewJob, prefers_async, split_proxy_options
 from server import json_values
 from server.invocation import Invoker
 
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 API_KEY_HEADER = "spiff-connector-proxy-api-key"
 _UNAUTHORIZED = b'{"error":"Unauthorized"}'
 _LIVE = b'{"ok":true}'
+_DEFAULT_JOB_LIMIT = 100
+_MAX_JOB_LIMIT = 1000
 
 
 class _JSONResponse(Response):
@@ -57,8 +61,12 @@ class ProxyEndpoints:
         api_key: str | None,
         command_timeout: float,
         max_body_bytes: int,
+        jobs: JobBackend | None = None,
+        path_prefix: str = "",
     ) -> None:
         self.catalogue = catalogue
+        self.jobs = jobs
+        self.path_prefix = path_prefix
         self.openapi_body = _dumps(openapi_document(catalogue.commands.values()))
         self.invoker = invoker
         self.api_key = api_key.encode() if api_key is not None else None
@@ -168,31 +176,109 @@ class ProxyEndpoints:
                     400, "InvalidParameters", f"The request body must be a JSON object, not {kind}."
                 ),
             )
-        return await self._run(spec, body)
+        options = split_proxy_options(body)
+        if options.problem is not None:
+            message = f"Invalid parameters for {spec.id}: {options.problem}"
+            return _reply(400, error_envelope(400, "InvalidParameters", message, options.logs))
+        prefer_async = prefers_async(request.headers.getlist("prefer"))
+        run_async = spec.long_running or options.run_async or prefer_async
+        return await self._run(spec, body, options.logs, run_async=run_async, prefer_async=prefer_async)
 
-    async def _run(self, spec: CommandSpec, body: dict[str, Any]) -> Response:
+    async def _run(
+        self,
+        spec: CommandSpec,
+        body: dict[str, Any],
+        logs: list[str],
+        *,
+        run_async: bool = False,
+        prefer_async: bool = False,
+    ) -> Response:
         decoded = spec.decoder.decode(body)
-        logs = [f"Ignored parameter {name!r}: {spec.id} has no such parameter." for name in decoded.ignored]
+        logs += [f"Ignored parameter {name!r}: {spec.id} has no such parameter." for name in decoded.ignored]
         if decoded.message is None:
             problems = "; ".join(f"{v.field} {v.description}" for v in decoded.violations)
             message = f"Invalid parameters for {spec.id}: {problems}."
             return _reply(400, error_envelope(400, "InvalidParameters", message, logs))
+        if run_async:
+            return await self._accept(spec, decoded.message.SerializeToString(), body, logs, prefer_async)
         reply = await self.invoker.invoke(spec.full_method, decoded.message, self.command_timeout)
-        logs.extend(reply.logs)
-        failure = reply.failure
-        try:
-            if failure is None:
-                command_response = spec.layout.command_response(reply.response, 200)
-                return _reply(200, envelope(command_response, None, logs))
-            status = HTTP_STATUS.get(failure.code, 500)
-            command_response = spec.layout.command_response(failure.result, status)
-            error = {"error_code": failure.error_code, "message": failure.message}
-            return _reply(status, envelope(command_response, error, logs))
-        except ValueError:
-            # The command produced something that is not JSON (e.g. a malformed JsonValue).
-            logger.exception("command %s returned a result that is not JSON", spec.id)
-            message = f"{spec.id} returned a result that cannot be sent as JSON."
-            return _reply(500, error_envelope(500, "InvalidResult", message, logs))
+        status, payload = render_reply(spec, reply, [*logs, *reply.logs])
+        return _JSONResponse(payload, status_code=status)
+
+    async def _accept(
+        self, spec: CommandSpec, request: bytes, body: dict[str, Any], logs: list[str], prefer_async: bool
+    ) -> Response:
+        """Stores the call as a job and answers 202 (spec §4.1); the job runner calls back later."""
+        if self.jobs is None:
+            message = f"{spec.id} runs asynchronously, and this proxy runs no jobs."
+            return _reply(501, error_envelope(501, "AsyncUnavailable", message, logs))
+        callback_url = body.get("spiff__callback_url")
+        if not isinstance(callback_url, str) or not callback_url.strip():
+            message = (
+                f"{spec.id} runs asynchronously: its result is PUT to spiff__callback_url, "
+                "which the request does not have."
+            )
+            return _reply(400, error_envelope(400, "CallbackUrlRequired", message, logs))
+        problem = self.jobs.callback_problem(callback_url)
+        if problem is not None:
+            return _reply(400, error_envelope(400, "InvalidCallbackUrl", problem, logs))
+        task_id = body.get("spiff__task_id")
+        task_id = task_id if isinstance(task_id, str) and task_id else None
+        submitted = await self.jobs.submit(NewJob(spec.full_method, spec.id, request, callback_url, task_id))
+        if submitted.created:
+            logs.append(f"Accepted as job {submitted.job_id}; the result will be PUT to the callback URL.")
+        else:
+            state = submitted.state.value
+            line = f"Task {task_id} already has job {submitted.job_id} ({state}); not starting another."
+            logger.info("%s", line)
+            logs.append(line)
+        command_response = {
+            "body": {"job_id": submitted.job_id, "status": submitted.state.value},
+            "mimetype": "application/json",
+            "http_status": 202,
+            "headers": {},
+        }
+        headers = {"Location": f"{self.path_prefix}/v1/jobs/{submitted.job_id}"}
+        if prefer_async:
+            headers["Preference-Applied"] = "respond-async"
+        return _JSONResponse(_dumps(envelope(command_response, None, logs)), status_code=202, headers=headers)
+
+    async def job(self, request: Request) -> Response:
+        """``GET /v1/jobs/{job_id}``: one job's state (never its parameters or result)."""
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        if self.jobs is None:
+            return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
+        job_id = request.path_params["job_id"]
+        view = await self.jobs.get(job_id)
+        if view is None:
+            return _reply(404, _plain_error("JobNotFound", f"There is no job {job_id!r}."))
+        return _reply(200, view.to_json())
+
+    async def job_list(self, request: Request) -> Response:
+        """``GET /v1/jobs?state=&limit=``: the newest jobs, and the number in each state."""
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        if self.jobs is None:
+            return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
+        state_text = request.query_params.get("state") or None
+        state: JobState | None = None
+        if state_text is not None:
+            try:
+                state = JobState(state_text.lower())
+            except ValueError:
+                names = ", ".join(s.value for s in JobState)
+                return _reply(400, _plain_error("InvalidParameters", f"state must be one of {names}."))
+        limit_text = request.query_params.get("limit") or str(_DEFAULT_JOB_LIMIT)
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= _MAX_JOB_LIMIT:
+            message = f"limit must be an integer from 1 to {_MAX_JOB_LIMIT}."
+            return _reply(400, _plain_error("InvalidParameters", message))
+        views = await self.jobs.list(state, int(limit_text))
+        counts = await self.jobs.counts()
+        return _reply(
+            200,
+            {"jobs": [v.to_json() for v in views], "counts": {s.value: n for s, n in counts.items()}},
+        )
 
 
 def _plain_error(error_code: str, message: str) -> dict[str, Any]:
@@ -212,6 +298,24 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _reply(500, payload)
 
 
+def _with_jobs(
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None,
+    jobs: JobBackend,
+    catalogue: Catalogue,
+    invoker: Invoker,
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def with_jobs(app: Starlette) -> AsyncIterator[None]:
+        async with lifespan(app) if lifespan is not None else nullcontext():
+            await jobs.start(catalogue, invoker)
+            try:
+                yield
+            finally:
+                await jobs.close()
+
+    return with_jobs
+
+
 def create_app(
     catalogue: Catalogue,
     invoker: Invoker,
@@ -221,9 +325,10 @@ def create_app(
     max_body_bytes: int = 32 * 1024 * 1024,
     path_prefix: str = "",
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    jobs: JobBackend | None = None,
 ) -> Starlette:
     """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}``,
-    ``/openapi.json`` and liveness.
+    ``/v1/jobs``, ``/openapi.json`` and liveness.
 
     Args:
         catalogue: the commands, built from descriptors.
@@ -232,18 +337,32 @@ def create_app(
         command_timeout: the deadline of each command, below spiff-arena's 45 s.
         max_body_bytes: larger ``/v1/do`` bodies get 413.
         path_prefix: serve everything under this prefix (e.g. ``/standard``).
+        lifespan: what runs around the app's life (start servers, open channels).
+        jobs: where asynchronous calls go (long-running commands, ``Prefer: respond-async``,
+            ``proxy__async``); started after ``lifespan`` has entered and closed before it exits.
+            Without one, such calls answer 501 ``AsyncUnavailable``.
     """
     if api_key is not None and not api_key:
         msg = "an empty API key would leave the proxy open; pass None to run without one"
         raise ValueError(msg)
     endpoints = ProxyEndpoints(
-        catalogue, invoker, api_key=api_key, command_timeout=command_timeout, max_body_bytes=max_body_bytes
+        catalogue,
+        invoker,
+        api_key=api_key,
+        command_timeout=command_timeout,
+        max_body_bytes=max_body_bytes,
+        jobs=jobs,
+        path_prefix=path_prefix,
     )
+    if jobs is not None:
+        lifespan = _with_jobs(lifespan, jobs, catalogue, invoker)
     routes: Sequence[BaseRoute] = [
         # The hot route first: Starlette tries routes in order.
         Route("/v1/do/{connector}/{command}", endpoints.do, methods=["POST"]),
         Route("/v1/commands", endpoints.commands),
         Route("/v1/auths", endpoints.auths),
+        Route("/v1/jobs", endpoints.job_list),
+        Route("/v1/jobs/{job_id}", endpoints.job),
         Route("/openapi.json", endpoints.openapi),
         Route("/v1/typeahead/{category}", endpoints.typeahead),
         Route("/liveness", endpoints.liveness),

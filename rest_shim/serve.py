@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from rest_shim._catalog import Catalogue
 from rest_shim._remote import RemoteInvoker, Router, fetch_services
 from rest_shim.app import create_app
+from rest_shim.jobs import embedded_jobs
 from server.invocation import Invoker
 from server.settings import Settings
 
@@ -57,6 +58,8 @@ async def build_remote_app(settings: Settings) -> Starlette:
         max_body_bytes=settings.max_body_bytes,
         path_prefix=settings.path_prefix,
         lifespan=lifespan,
+        # Jobs run here, through the same router; their store is local to this shim process.
+        jobs=embedded_jobs(settings),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from server._registry import Command, Connector
 from server.invocation import ServerContext, execute_within
 
-__all__ = ["LOG_METADATA_KEY", "create_server", "grpc_options"]
+__all__ = ["LOG_METADATA_KEY", "ExtraService", "create_server", "grpc_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,17 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.max_metadata_size", max_message_bytes),
         ("grpc.absolute_max_metadata_size", max_message_bytes),
     ]
+
+
+@dataclass(frozen=True)
+class ExtraService:
+    """A service the server hosts besides the connectors (e.g. the proxy's JobsService).
+
+    It is listed by reflection and health, but it is not a connector: the REST shim never sees it.
+    """
+
+    name: str  # the service's full name, e.g. spiff.proxy.v1.JobsService
+    add_to_server: Callable[[grpc.aio.Server], None]
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,10 @@ async def create_server(
     *,
     max_message_bytes: int = 64 * 1024 * 1024,
     extra_options: Iterable[tuple[str, int]] = (),
+    services: Sequence[ExtraService] = (),
 ) -> tuple[grpc.aio.Server, int]:
-    """Builds and starts a server hosting ``connectors`` on ``address`` (``host:0`` picks a port).
+    """Builds and starts a server hosting ``connectors`` (and ``services``, which are not
+    connectors) on ``address`` (``host:0`` picks a port).
 
     Returns:
         The started server and the port it is bound to.
@@ -93,9 +106,12 @@ async def create_server(
             (grpc.method_handlers_generic_handler(connector.service.full_name, handlers),)
         )
 
+    for service in services:
+        service.add_to_server(server)
+
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = [c.service.full_name for c in connectors]
+    service_names = [c.service.full_name for c in connectors] + [s.name for s in services]
     reflection.enable_server_reflection(
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,

@@ -78,6 +78,12 @@ def _connector(connector: Connector) -> list[str]:
         lines += [f"### `{connector.name}/{method.name}`", "", command.description, ""]
         if command.typeahead:
             lines += ["Also answers `GET /v1/typeahead/{category}?prefix=&limit=`.", ""]
+        if command.long_running:
+            lines += [
+                "Long-running: `/v1/do` answers `202` at once and the result is PUT to "
+                '`spiff__callback_url` (README, "Long-running commands").',
+                "",
+            ]
         fields = [f for f in method.input_type.fields if not is_message(f, SPIFF_CONTEXT)]
         lines += _parameters(fields) if fields else ["No parameters."]
         if any(is_message(f, SPIFF_CONTEXT) for f in method.input_type.fields):

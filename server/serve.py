@@ -13,6 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from rest_shim import Catalogue, create_app
+from rest_shim.jobs import embedded_jobs, jobs_service
 from server._registry import Connector, discover
 from server.app import create_server
 from server.invocation import LocalInvoker
@@ -38,12 +39,17 @@ async def close_connectors(connectors: Sequence[Connector]) -> None:
 
 
 def build_embedded_app(settings: Settings, connectors: Sequence[Connector]) -> Starlette:
-    """The REST shim calling ``connectors`` in-process, with the gRPC server started in its lifespan."""
+    """The REST shim calling ``connectors`` in-process, with the gRPC server started in its lifespan
+    and the job runner (long-running commands) after it; JobsService is served next to health."""
+    jobs = embedded_jobs(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server, _ = await create_server(
-            connectors, f"{settings.host}:{settings.grpc_port}", max_message_bytes=2 * settings.max_body_bytes
+            connectors,
+            f"{settings.host}:{settings.grpc_port}",
+            max_message_bytes=2 * settings.max_body_bytes,
+            services=[jobs_service(jobs)],
         )
         try:
             yield
@@ -59,6 +65,7 @@ def build_embedded_app(settings: Settings, connectors: Sequence[Connector]) -> S
         max_body_bytes=settings.max_body_bytes,
         path_prefix=settings.path_prefix,
         lifespan=lifespan,
+        jobs=jobs,
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 __all__ = ["Settings"]
 
@@ -36,6 +37,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(msg) from None
 
 
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is not None and value.strip() == "":
+        msg = f"{name} is set but empty; unset it instead"
+        raise ValueError(msg)
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
+    value = _float(env, name, default)
+    if not (value >= 0 if allow_zero else value > 0) or not math.isfinite(value):
+        bound = "at least 0" if allow_zero else "more than 0"
+        msg = f"{name} must be a number of seconds {bound}, got {value}"
+        raise ValueError(msg)
+    return value
+
+
 _MAX_PORT = 65535
 # gRPC's message limits are twice the body limit, and gRPC takes them as C ints.
 _MAX_BODY_BYTES = 2**30
@@ -56,6 +74,19 @@ class Settings:
     grpc_targets: tuple[str, ...] = ()
     shutdown_grace: float = 30.0
     log_level: str = "INFO"
+    # Long-running commands (README "Long-running commands").
+    jobs_db: str = "connector-proxy-jobs.sqlite3"
+    job_workers: int = 4
+    job_timeout: float = 3600.0
+    jobs_retention: float = 7 * 24 * 3600.0
+    callback_base_url: str = ""
+    callback_api_key: str | None = field(default=None, repr=False)
+    callback_bearer_token: str | None = field(default=None, repr=False)
+    callback_auth_identifier: str | None = None
+    callback_attempts: int = 10
+    callback_backoff_base: float = 1.0
+    callback_backoff_cap: float = 60.0
+    callback_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +109,39 @@ class Settings:
         if not 0 <= grace < math.inf:
             msg = f"CONNECTOR_PROXY_SHUTDOWN_GRACE must be a number of seconds, got {grace}"
             raise ValueError(msg)
+        callback_api_key = _secret(env, "CONNECTOR_PROXY_CALLBACK_API_KEY")
+        callback_bearer_token = _secret(env, "CONNECTOR_PROXY_CALLBACK_BEARER_TOKEN")
+        if callback_api_key is not None and callback_bearer_token is not None:
+            msg = "set CONNECTOR_PROXY_CALLBACK_API_KEY or CONNECTOR_PROXY_CALLBACK_BEARER_TOKEN, not both"
+            raise ValueError(msg)
+        callback_base_url = env.get("CONNECTOR_PROXY_CALLBACK_BASE_URL", "").strip().rstrip("/")
+        if callback_base_url:
+            base = urlsplit(callback_base_url)
+            if base.scheme not in ("http", "https") or not base.hostname or base.query or base.fragment:
+                msg = (
+                    "CONNECTOR_PROXY_CALLBACK_BASE_URL must be an http(s) URL without query, "
+                    f"e.g. http://backend:7000, got {callback_base_url!r}"
+                )
+                raise ValueError(msg)
+        elif callback_api_key is not None or callback_bearer_token is not None:
+            # The credential goes only to the configured backend, never to a host a caller names.
+            msg = (
+                "a callback credential is set: set CONNECTOR_PROXY_CALLBACK_BASE_URL to spiff-arena's "
+                "backend as this proxy reaches it (e.g. http://backend:7000); callbacks and the credential "
+                "go only there"
+            )
+            raise ValueError(msg)
+        backoff_base = _seconds(
+            env, "CONNECTOR_PROXY_CALLBACK_BACKOFF_BASE", cls.callback_backoff_base, allow_zero=True
+        )
+        backoff_cap = _seconds(
+            env, "CONNECTOR_PROXY_CALLBACK_BACKOFF_CAP", cls.callback_backoff_cap, allow_zero=True
+        )
+        if backoff_cap < backoff_base:
+            msg = (
+                "CONNECTOR_PROXY_CALLBACK_BACKOFF_CAP must not be below CONNECTOR_PROXY_CALLBACK_BACKOFF_BASE"
+            )
+            raise ValueError(msg)
         prefix = env.get("CONNECTOR_PROXY_PATH_PREFIX", "").rstrip("/")
         if prefix and not prefix.startswith("/"):
             prefix = "/" + prefix
@@ -95,6 +159,18 @@ class Settings:
             grpc_targets=_list(env.get("CONNECTOR_PROXY_GRPC_TARGETS")),
             shutdown_grace=grace,
             log_level=env.get("CONNECTOR_PROXY_LOG_LEVEL", cls.log_level).upper(),
+            jobs_db=env.get("CONNECTOR_PROXY_JOBS_DB", "") or cls.jobs_db,
+            job_workers=_int(env, "CONNECTOR_PROXY_JOB_WORKERS", cls.job_workers, 1, 256),
+            job_timeout=_seconds(env, "CONNECTOR_PROXY_JOB_TIMEOUT", cls.job_timeout),
+            jobs_retention=_seconds(env, "CONNECTOR_PROXY_JOBS_RETENTION", cls.jobs_retention),
+            callback_base_url=callback_base_url,
+            callback_api_key=callback_api_key,
+            callback_bearer_token=callback_bearer_token,
+            callback_auth_identifier=env.get("CONNECTOR_PROXY_CALLBACK_AUTH_IDENTIFIER") or None,
+            callback_attempts=_int(env, "CONNECTOR_PROXY_CALLBACK_ATTEMPTS", cls.callback_attempts, 1, 1000),
+            callback_backoff_base=backoff_base,
+            callback_backoff_cap=backoff_cap,
+            callback_timeout=_seconds(env, "CONNECTOR_PROXY_CALLBACK_TIMEOUT", cls.callback_timeout),
         )
 
 

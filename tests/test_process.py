@@ -44,7 +44,12 @@ def process(args: list[str], env: dict[str, str], log: pathlib.Path) -> Iterator
         proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
-            env={**os.environ, "CONNECTOR_PROXY_SHUTDOWN_GRACE": "2", **env},
+            env={
+                **os.environ,
+                "CONNECTOR_PROXY_SHUTDOWN_GRACE": "2",
+                "CONNECTOR_PROXY_JOBS_DB": str(log.with_suffix(".jobs.sqlite3")),
+                **env,
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
         )

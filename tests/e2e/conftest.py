@@ -47,14 +47,15 @@ class ProxyProcess:
 def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     """``python -m server`` on free ports, reachable once ``GET /liveness`` answers 200."""
     port, grpc_port = free_port(), free_port()
+    log_path = tmp_path_factory.mktemp("proxy") / "proxy.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_PROXY_")}
     env |= {
         "CONNECTOR_PROXY_HOST": "127.0.0.1",
         "CONNECTOR_PROXY_PORT": str(port),
         "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port),
+        "CONNECTOR_PROXY_JOBS_DB": str(log_path.with_name("jobs.sqlite3")),
         "NO_PROXY": "127.0.0.1,localhost",
     }
-    log_path = tmp_path_factory.mktemp("proxy") / "proxy.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "server"],

@@ -265,5 +265,5 @@ def test_catalog_offers_every_operator_the_diagrams_use(delegate):
     for diagram in sorted(DIAGRAMS.glob("*.bpmn")):
         spec = load_workflow(diagram, diagram.stem, BackendScriptEngine(delegate)).spec
         used |= {t.operation_name for t in spec.task_specs.values() if hasattr(t, "operation_name")}
-    assert used == {"example/Example", "http/GetRequestV2"}
+    assert used == {"example/Example", "example/Delay", "http/GetRequestV2"}
     assert used <= offered, f"missing from the catalog: {sorted(used - offered)}"

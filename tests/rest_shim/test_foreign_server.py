@@ -47,7 +47,8 @@ async def foreign_proxy(anyio_backend):
 
 async def test_catalogue_comes_from_reflection_with_the_schema_options(foreign_proxy):
     commands = (await foreign_proxy.get("/v1/commands")).json()
-    assert [c["id"] for c in commands] == ["example/Example"]
+    assert [c["id"] for c in commands] == ["example/Example", "example/Delay"]
+    assert commands[1]["long_running"] is True  # the command option travels by reflection too
     assert commands[0]["parameters"][0]["required"] is True
     assert commands[0]["parameters"][0]["description"] == "The text to echo."
 

@@ -74,7 +74,7 @@ async def test_reflection_lists_the_services(grpc_server):
     assert EXAMPLE_SERVICE in services
     assert "grpc.health.v1.Health" in services
     assert "grpc.reflection.v1alpha.ServerReflection" in services
-    assert example_messages == ["ExampleRequest", "ExampleResponse"]
+    assert example_messages == ["ExampleRequest", "ExampleResponse", "DelayRequest", "DelayResponse"]
 
 
 @pytest.mark.parametrize("service", ["", EXAMPLE_SERVICE])

@@ -111,7 +111,7 @@ def test_discovery_finds_the_example_connector():
     example = found["example"]
     assert example.service.full_name == "spiff.connector.example.v1.ExampleService"
     assert isinstance(example.servicer, ExampleService)
-    assert [c.id for c in example.commands] == ["example/Example"]
+    assert [c.id for c in example.commands] == ["example/Example", "example/Delay"]
     command = example.commands[0]
     assert command.full_method == "/spiff.connector.example.v1.ExampleService/Example"
     assert command.request_class.DESCRIPTOR.full_name == "spiff.connector.example.v1.ExampleRequest"
@@ -128,9 +128,15 @@ def test_module_with_two_servicers_fails():
         async def Example(self, request: Any, context: Any) -> Any:
             return example_pb2.ExampleResponse()
 
+        async def Delay(self, request: Any, context: Any) -> Any:
+            return example_pb2.DelayResponse()
+
     class Two(example_pb2_grpc.ExampleServiceServicer):
         async def Example(self, request: Any, context: Any) -> Any:
             return example_pb2.ExampleResponse()
+
+        async def Delay(self, request: Any, context: Any) -> Any:
+            return example_pb2.DelayResponse()
 
     with pytest.raises(RuntimeError, match="exactly one servicer class, found 2"):
         load_connector(connector_module("tests.two_servicers", One, Two))
@@ -140,6 +146,9 @@ def test_imported_servicer_classes_do_not_count():
     class Own(example_pb2_grpc.ExampleServiceServicer):
         def Example(self, request: Any, context: Any) -> Any:
             return example_pb2.ExampleResponse(message="own")
+
+        def Delay(self, request: Any, context: Any) -> Any:
+            return example_pb2.DelayResponse()
 
     module = connector_module("tests.imports_a_servicer", Own)
     module.ExampleService = ExampleService  # type: ignore[attr-defined]
@@ -228,6 +237,9 @@ SERVICER_SOURCE = textwrap.dedent(
     class Service(example_pb2_grpc.ExampleServiceServicer):
         async def Example(self, request, context):
             return example_pb2.ExampleResponse(message=__name__)
+
+        async def Delay(self, request, context):
+            return example_pb2.DelayResponse(message=__name__)
     """
 )
 
