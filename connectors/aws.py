@@ -38,6 +38,7 @@ import collections
 import contextlib
 import datetime
 import decimal
+import functools
 import json
 import logging
 import os
@@ -46,19 +47,30 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
-import botocore.loaders  # type: ignore[import-untyped]
-import botocore.session  # type: ignore[import-untyped]
-from boto3.dynamodb.types import TypeSerializer  # type: ignore[import-untyped]
-from botocore import exceptions as boto_errors
-from botocore.config import Config  # type: ignore[import-untyped]
 from spiff.connector.aws.v1 import aws_pb2, aws_pb2_grpc
 from spiff.connector.v1 import types_pb2
 
+from connectors._lazy import lazy_import
 from server import errors, json_values, log
 from server.invocation import redact
+
+if TYPE_CHECKING:
+    from boto3.dynamodb import types as dynamodb_types  # type: ignore[import-untyped]
+    from botocore import (  # type: ignore[import-untyped]
+        config as botocore_config,
+        exceptions as boto_errors,
+        loaders as botocore_loaders,
+        session as botocore_session,
+    )
+else:  # imported by the first call (in its worker thread), not by discovery: about 11 MiB and 120 ms
+    dynamodb_types = lazy_import("boto3.dynamodb.types")
+    botocore_config = lazy_import("botocore.config")
+    boto_errors = lazy_import("botocore.exceptions")
+    botocore_loaders = lazy_import("botocore.loaders")
+    botocore_session = lazy_import("botocore.session")
 
 __all__ = ["AwsService"]
 
@@ -190,8 +202,12 @@ class _SecretMask(logging.Filter):
 
 _MASK = _SecretMask()
 _MASK.install()
-# One loader for every session: a new profile (or servicer) does not parse the service models again.
-_LOADER = botocore.loaders.create_loader()
+
+
+@functools.cache
+def _loader() -> Any:
+    """One loader for every session: a new profile (or servicer) does not parse the service models again."""
+    return botocore_loaders.create_loader()
 
 
 class _Clients:
@@ -200,8 +216,8 @@ class _Clients:
     A dropped client is not closed: another thread may be using it; its pool goes with it.
     """
 
-    def __init__(self, config: Config, s3_config: Config, limit: int) -> None:
-        self._configs = {"dynamodb": config, "s3": s3_config}
+    def __init__(self, configs: dict[str, dict[str, Any]], limit: int) -> None:
+        self._configs = configs  # botocore Config arguments by service
         self._limit = limit
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
@@ -217,8 +233,8 @@ class _Clients:
             # A session is kept only once it made a client: unknown profiles are not collected.
             session = self._sessions.get(target.profile)
             if session is None:
-                session = botocore.session.Session(profile=target.profile or None)
-                session.register_component("data_loader", _LOADER)
+                session = botocore_session.Session(profile=target.profile or None)
+                session.register_component("data_loader", _loader())
             client = session.create_client(
                 service,
                 region_name=target.region
@@ -229,7 +245,7 @@ class _Clients:
                 aws_access_key_id=target.access_key_id or None,
                 aws_secret_access_key=target.secret_access_key or None,
                 aws_session_token=target.session_token or None,
-                config=self._configs[service],
+                config=botocore_config.Config(**self._configs[service]),
             )
             self._sessions[target.profile] = session
             _MASK.add((target.secret_access_key, target.session_token))
@@ -281,7 +297,9 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
             "max_pool_connections": 32,
             "user_agent_extra": "spiff-connector-proxy",
         }
-        self._clients = _Clients(Config(**common), Config(signature_version="s3v4", **common), max_clients)
+        self._clients = _Clients(
+            {"dynamodb": common, "s3": {"signature_version": "s3v4", **common}}, max_clients
+        )
         self._schemas_lock = threading.Lock()
         self._schemas: dict[tuple[_Target, str], tuple[float, dict[str, tuple[str, str]]]] = {}
 
@@ -618,7 +636,6 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECIMAL_JSON = json.JSONDecoder(parse_float=decimal.Decimal, parse_constant=_reject_constant)
-_SERIALIZER = TypeSerializer()
 
 
 def _exact_json(value: types_pb2.JsonValue, name: str, bad: list[errors.Violation]) -> Any:
@@ -633,7 +650,7 @@ def _exact_json(value: types_pb2.JsonValue, name: str, bad: list[errors.Violatio
 def _typed(value: Any, name: str, bad: list[errors.Violation]) -> Any:
     """DynamoDB's typed form ({"N": "8.1"}, {"M": {...}}) of a JSON value."""
     try:
-        return _SERIALIZER.serialize(value)
+        return dynamodb_types.TypeSerializer().serialize(value)
     except decimal.DecimalException:
         bad.append(
             errors.Violation(

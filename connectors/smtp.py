@@ -63,13 +63,18 @@ import urllib.parse
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosmtplib
 from spiff.connector.smtp.v1 import smtp_pb2, smtp_pb2_grpc
 from spiff.connector.v1 import types_pb2
 
+from connectors._lazy import lazy_import
 from server import errors, json_values, log
+
+if TYPE_CHECKING:
+    import aiosmtplib
+else:  # imported by the first send, not by discovery (about 5 ms on the loop, once: not worth a thread)
+    aiosmtplib = lazy_import("aiosmtplib")
 
 __all__ = ["SmtpService"]
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import csv
-import ctypes
 import gc
 import importlib.util
 import io
@@ -389,6 +388,8 @@ def _release_free_memory() -> None:
     """Gives back what building an index freed: a full collection empties the interpreter's
     free lists (about 7 MiB after the 34k cities), and glibc's ``malloc_trim`` returns the
     freed heap pages it would otherwise keep (about 5 MiB more)."""
+    import ctypes  # here, not at the top: only a built index needs it (0.3 MiB and 3 ms at start-up)
+
     gc.collect()
     try:
         trim = ctypes.CDLL(None).malloc_trim

@@ -27,22 +27,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiomysql  # type: ignore[import-untyped]
-import pymysql  # type: ignore[import-untyped]
 from spiff.connector.mysql.v1 import mysql_pb2 as pb, mysql_pb2_grpc
 
+from connectors._lazy import import_in_thread, lazy_import
 from connectors._sql import execution, statements
 from connectors._sql.connections import env_number
 from connectors._sql.execution import affected, ms
 from connectors._sql.statements import Plan
 from server import errors, json_values, log
 
-from ._connections import Pools, Target, parse_target
-from ._errors import command_error, error_code
 from ._statements import DIALECT
 from ._values import JSON_TYPE, Outcome, rows
+
+if TYPE_CHECKING:
+    from . import _driver as driver
+    from ._connections import Target
+else:  # aiomysql and PyMySQL: imported by the first call (see _target), not by discovery
+    driver = lazy_import("connectors.mysql._driver")
 
 __all__ = ["MysqlService"]
 
@@ -64,56 +67,65 @@ class MysqlService(mysql_pb2_grpc.MysqlServiceServicer):
         max_pools: int | None = None,
         connect_timeout: float | None = None,
     ) -> None:
-        self._pools = Pools(
-            size=pool_size or int(env_number("CONNECTOR_PROXY_MYSQL_POOL_SIZE", 5)),
-            max_pools=max_pools or int(env_number("CONNECTOR_PROXY_MYSQL_MAX_POOLS", 8)),
-            connect_timeout=connect_timeout or env_number("CONNECTOR_PROXY_MYSQL_CONNECT_TIMEOUT", 10),
-        )
+        self._pool_size = pool_size or int(env_number("CONNECTOR_PROXY_MYSQL_POOL_SIZE", 5))
+        self._max_pools = max_pools or int(env_number("CONNECTOR_PROXY_MYSQL_MAX_POOLS", 8))
+        self._connect_timeout = connect_timeout or env_number("CONNECTOR_PROXY_MYSQL_CONNECT_TIMEOUT", 10)
+        self._pool_cache: driver.Pools | None = None
+
+    @property
+    def _pools(self) -> driver.Pools:
+        """The pools, created by the first call that needs one (with the driver)."""
+        if self._pool_cache is None:
+            self._pool_cache = driver.Pools(
+                size=self._pool_size, max_pools=self._max_pools, connect_timeout=self._connect_timeout
+            )
+        return self._pool_cache
 
     async def aclose(self) -> None:
         """Closes every pool; the next call opens new ones."""
-        await self._pools.close()
+        if self._pool_cache is not None:
+            await self._pool_cache.close()
 
     async def CreateTableV2(self, request: pb.CreateTableV2Request, context: Any) -> pb.CreateTableV2Response:
-        target = parse_target(request.database_connection_str)
+        target = await _target(request.database_connection_str)
         await self._run(target, statements.create_table(DIALECT, request), context)
         return pb.CreateTableV2Response(result="ok")
 
     async def DropTableV2(self, request: pb.DropTableV2Request, context: Any) -> pb.DropTableV2Response:
-        target = parse_target(request.database_connection_str)
+        target = await _target(request.database_connection_str)
         await self._run(target, statements.drop_table(DIALECT, request), context)
         return pb.DropTableV2Response(result="ok")
 
     async def InsertValuesV2(
         self, request: pb.InsertValuesV2Request, context: Any
     ) -> pb.InsertValuesV2Response:
-        target = parse_target(request.database_connection_str)
+        target = await _target(request.database_connection_str)
         outcome = await self._run(target, statements.insert_values(DIALECT, request), context)
         return pb.InsertValuesV2Response(result=affected(outcome.rowcount), rowcount=outcome.rowcount)
 
     async def SelectValuesV2(
         self, request: pb.SelectValuesV2Request, context: Any
     ) -> pb.SelectValuesV2Response:
-        target = parse_target(request.database_connection_str)
+        target = await _target(request.database_connection_str)
         outcome = await self._run(target, statements.select_values(DIALECT, request), context)
         return pb.SelectValuesV2Response(body=json_values.dump(rows(outcome, request.rows_as_objects)))
 
     async def UpdateValuesV2(
         self, request: pb.UpdateValuesV2Request, context: Any
     ) -> pb.UpdateValuesV2Response:
-        target = parse_target(request.database_connection_str)
+        target = await _target(request.database_connection_str)
         outcome = await self._run(target, statements.update_values(DIALECT, request), context)
         return pb.UpdateValuesV2Response(result=affected(outcome.rowcount), rowcount=outcome.rowcount)
 
     async def DeleteValuesV2(
         self, request: pb.DeleteValuesV2Request, context: Any
     ) -> pb.DeleteValuesV2Response:
-        target = parse_target(request.database_connection_str)
+        target = await _target(request.database_connection_str)
         outcome = await self._run(target, statements.delete_values(DIALECT, request), context)
         return pb.DeleteValuesV2Response(result=affected(outcome.rowcount), rowcount=outcome.rowcount)
 
     async def DoSQL(self, request: pb.DoSQLRequest, context: Any) -> pb.DoSQLResponse:
-        target = parse_target(request.database_connection_str)
+        target = await _target(request.database_connection_str)
         plan = statements.do_sql(DIALECT, request)
         outcome = await self._run(target, plan, context)
         fetched = rows(outcome, request.rows_as_objects) if plan.fetch else None
@@ -127,19 +139,26 @@ class MysqlService(mysql_pb2_grpc.MysqlServiceServicer):
         try:
             async with self._pools.connection(target, deadline) as conn:
                 return await _execute(conn, plan, deadline - asyncio.get_running_loop().time())
-        except pymysql.err.Error as exc:
-            log(f"-> {error_code(exc)} after {ms(started)} ms")
-            raise command_error(exc, target) from exc
+        except driver.Error as exc:
+            log(f"-> {driver.error_code(exc)} after {ms(started)} ms")
+            raise driver.command_error(exc, target) from exc
         except errors.CommandError:
             log(f"-> failed after {ms(started)} ms")
             raise
+
+
+async def _target(conninfo: str) -> Target:
+    """The parsed connection string. The first call imports the driver in a worker thread: about
+    70 ms that the event loop does not wait."""
+    await import_in_thread(driver)
+    return driver.parse_target(conninfo)
 
 
 async def _execute(conn: Any, plan: Plan[str], budget: float) -> Outcome:
     """Runs the plan under the session's statement time limit; warnings go to spiff__logs."""
     timeout_ms = execution.statement_timeout(plan.timeout_ms, budget)
     started = time.perf_counter()
-    async with conn.cursor(_LoggingCursor) as cursor:
+    async with conn.cursor(driver.LoggingCursor) as cursor:
         if "MariaDB" in conn.get_server_info():
             await cursor.execute("SET SESSION max_statement_time = %s", [timeout_ms / 1000])
         else:
@@ -175,13 +194,3 @@ def _bind(conn: Any, plan: Plan[str]) -> str:
     except (TypeError, ValueError, KeyError) as exc:
         msg = f"schema.values do not fit the statement's placeholders ({type(exc).__name__}: {exc})."
         raise errors.InvalidArgument(msg, error_code="ProgrammingError") from None
-
-
-class _LoggingCursor(aiomysql.Cursor):  # type: ignore[misc]
-    """MySQL's warnings go to spiff__logs, where aiomysql would raise them as Python warnings."""
-
-    async def _show_warnings(self, conn: Any) -> None:
-        if self._result and self._result.has_next:
-            return
-        for level, code, message in await conn.show_warnings() or ():
-            log(f"{level} {code}: {message}")

@@ -45,21 +45,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from spiff.connector.postgres_v2.v1 import postgres_v2_pb2 as pb, postgres_v2_pb2_grpc
 
+from connectors._lazy import import_in_thread, lazy_import
 from connectors._sql import execution, statements
 from connectors._sql.connections import Target, env_number
 from connectors._sql.execution import Outcome, affected, ms
 from connectors._sql.statements import Plan
 from server import errors, json_values, log
 
-from ._connections import Connection, Pools, parse_target
-from ._errors import command_error
-from ._statements import DIALECT, Fragment
-from ._values import rows
+if TYPE_CHECKING:
+    import psycopg
+
+    from . import _driver as driver
+    from ._connections import Connection
+    from ._statements import Fragment
+else:  # psycopg and psycopg_pool: imported by the first call (see _target), not by discovery
+    driver = lazy_import("connectors.postgres_v2._driver")
 
 __all__ = ["PostgresV2Service"]
 
@@ -81,59 +85,70 @@ class PostgresV2Service(postgres_v2_pb2_grpc.PostgresV2ServiceServicer):
         max_pools: int | None = None,
         connect_timeout: float | None = None,
     ) -> None:
-        self._pools = Pools(
-            size=pool_size or int(env_number("CONNECTOR_PROXY_POSTGRES_V2_POOL_SIZE", 5)),
-            max_pools=max_pools or int(env_number("CONNECTOR_PROXY_POSTGRES_V2_MAX_POOLS", 8)),
-            connect_timeout=connect_timeout or env_number("CONNECTOR_PROXY_POSTGRES_V2_CONNECT_TIMEOUT", 10),
+        self._pool_size = pool_size or int(env_number("CONNECTOR_PROXY_POSTGRES_V2_POOL_SIZE", 5))
+        self._max_pools = max_pools or int(env_number("CONNECTOR_PROXY_POSTGRES_V2_MAX_POOLS", 8))
+        self._connect_timeout = connect_timeout or env_number(
+            "CONNECTOR_PROXY_POSTGRES_V2_CONNECT_TIMEOUT", 10
         )
+        self._pool_cache: driver.Pools | None = None
+
+    @property
+    def _pools(self) -> driver.Pools:
+        """The pools, created by the first call that needs one (with the driver)."""
+        if self._pool_cache is None:
+            self._pool_cache = driver.Pools(
+                size=self._pool_size, max_pools=self._max_pools, connect_timeout=self._connect_timeout
+            )
+        return self._pool_cache
 
     async def aclose(self) -> None:
         """Closes every pool; the next call opens new ones."""
-        await self._pools.close()
+        if self._pool_cache is not None:
+            await self._pool_cache.close()
 
     async def CreateTableV2(self, request: pb.CreateTableV2Request, context: Any) -> pb.CreateTableV2Response:
-        target = parse_target(request.database_connection_str)
-        await self._run(target, statements.create_table(DIALECT, request), context)
+        target = await _target(request.database_connection_str)
+        await self._run(target, statements.create_table(driver.DIALECT, request), context)
         return pb.CreateTableV2Response(result="ok")
 
     async def DropTableV2(self, request: pb.DropTableV2Request, context: Any) -> pb.DropTableV2Response:
-        target = parse_target(request.database_connection_str)
-        await self._run(target, statements.drop_table(DIALECT, request), context)
+        target = await _target(request.database_connection_str)
+        await self._run(target, statements.drop_table(driver.DIALECT, request), context)
         return pb.DropTableV2Response(result="ok")
 
     async def InsertValuesV2(
         self, request: pb.InsertValuesV2Request, context: Any
     ) -> pb.InsertValuesV2Response:
-        target = parse_target(request.database_connection_str)
-        outcome = await self._run(target, statements.insert_values(DIALECT, request), context)
+        target = await _target(request.database_connection_str)
+        outcome = await self._run(target, statements.insert_values(driver.DIALECT, request), context)
         return pb.InsertValuesV2Response(result=affected(outcome.rowcount), rowcount=outcome.rowcount)
 
     async def SelectValuesV2(
         self, request: pb.SelectValuesV2Request, context: Any
     ) -> pb.SelectValuesV2Response:
-        target = parse_target(request.database_connection_str)
-        outcome = await self._run(target, statements.select_values(DIALECT, request), context)
-        return pb.SelectValuesV2Response(body=json_values.dump(rows(outcome, request.rows_as_objects)))
+        target = await _target(request.database_connection_str)
+        outcome = await self._run(target, statements.select_values(driver.DIALECT, request), context)
+        return pb.SelectValuesV2Response(body=json_values.dump(driver.rows(outcome, request.rows_as_objects)))
 
     async def UpdateValuesV2(
         self, request: pb.UpdateValuesV2Request, context: Any
     ) -> pb.UpdateValuesV2Response:
-        target = parse_target(request.database_connection_str)
-        outcome = await self._run(target, statements.update_values(DIALECT, request), context)
+        target = await _target(request.database_connection_str)
+        outcome = await self._run(target, statements.update_values(driver.DIALECT, request), context)
         return pb.UpdateValuesV2Response(result=affected(outcome.rowcount), rowcount=outcome.rowcount)
 
     async def DeleteValuesV2(
         self, request: pb.DeleteValuesV2Request, context: Any
     ) -> pb.DeleteValuesV2Response:
-        target = parse_target(request.database_connection_str)
-        outcome = await self._run(target, statements.delete_values(DIALECT, request), context)
+        target = await _target(request.database_connection_str)
+        outcome = await self._run(target, statements.delete_values(driver.DIALECT, request), context)
         return pb.DeleteValuesV2Response(result=affected(outcome.rowcount), rowcount=outcome.rowcount)
 
     async def DoSQL(self, request: pb.DoSQLRequest, context: Any) -> pb.DoSQLResponse:
-        target = parse_target(request.database_connection_str)
-        plan = statements.do_sql(DIALECT, request)
+        target = await _target(request.database_connection_str)
+        plan = statements.do_sql(driver.DIALECT, request)
         outcome = await self._run(target, plan, context)
-        fetched = rows(outcome, request.rows_as_objects) if plan.fetch else None
+        fetched = driver.rows(outcome, request.rows_as_objects) if plan.fetch else None
         return pb.DoSQLResponse(body=json_values.dump(execution.sql_result(outcome, fetched)))
 
     async def _run(self, target: Target, plan: Plan[Fragment], context: Any) -> Outcome:
@@ -144,12 +159,19 @@ class PostgresV2Service(postgres_v2_pb2_grpc.PostgresV2ServiceServicer):
         try:
             async with self._pools.connection(target, deadline) as conn:
                 return await _execute(conn, plan, deadline - asyncio.get_running_loop().time())
-        except psycopg.Error as exc:
+        except driver.Error as exc:
             log(f"-> {type(exc).__name__} after {ms(started)} ms")
-            raise command_error(exc, target) from exc
+            raise driver.command_error(exc, target) from exc
         except errors.CommandError:
             log(f"-> failed after {ms(started)} ms")
             raise
+
+
+async def _target(conninfo: str) -> Target:
+    """The parsed connection string. The first call imports the driver in a worker thread: about
+    160 ms that the event loop does not wait."""
+    await import_in_thread(driver)
+    return driver.parse_target(conninfo)
 
 
 async def _execute(conn: Connection, plan: Plan[Fragment], budget: float) -> Outcome:

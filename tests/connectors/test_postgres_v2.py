@@ -796,16 +796,25 @@ async def test_pools_are_bounded_and_closed(db):
         rows = db.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", name)
         return int(str(rows[0][0]))
 
+    async def closed(name: str) -> bool:
+        # A closed connection's server process leaves pg_stat_activity a moment after the
+        # client hangs up, so allow it a little time (under load, more than none).
+        for _ in range(50):
+            if connections(name) == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
     try:
         await service.DoSQL(select_pid(tagged[0]), local_context())
         assert connections(tagged[0].rsplit("=", 1)[1]) == 1
         await service.DoSQL(select_pid(tagged[1]), local_context())
         # Beyond max_pools, the least recently used idle pool was closed.
-        assert connections(tagged[0].rsplit("=", 1)[1]) == 0
+        assert await closed(tagged[0].rsplit("=", 1)[1])
         assert connections(tagged[1].rsplit("=", 1)[1]) == 1
     finally:
         await service.aclose()
-    assert connections(tagged[1].rsplit("=", 1)[1]) == 0
+    assert await closed(tagged[1].rsplit("=", 1)[1])
 
 
 async def test_a_busy_pool_times_out(db):

@@ -1,0 +1,23 @@
+"""Discovery imports every connector at start-up: none may import its heavy SDK before a call needs it
+(``connectors._lazy``), or every proxy pays for every connector in memory and start-up time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("boto3", "botocore", "psycopg", "psycopg_pool", "aiomysql", "pymysql", "aiosmtplib")
+
+
+def test_discovery_imports_no_connector_sdk():
+    code = (
+        "from server._registry import discover; discover(['connectors']); import sys; "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    # A fresh interpreter: this one has imported the SDKs for other tests.
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", f"imported by discovery: {result.stdout.strip()}"
