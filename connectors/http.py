@@ -52,8 +52,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeGuard, TypeVar
 from urllib.parse import urlencode
 from xml.parsers.expat import ExpatError
 
@@ -76,7 +75,7 @@ MAX_BACKOFF = 2.0
 DEADLINE_MARGIN = 0.1
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _XML_TYPES = ("application/xml", "text/xml")
-_NO_DEFAULT_CONTENT_TYPE = frozenset({"Content-Type"})
+_NO_DEFAULT_CONTENT_TYPE = frozenset({"Content-Type"})  # for requests without a body
 
 _Response = TypeVar("_Response", bound=message.Message)
 
@@ -84,6 +83,7 @@ _Response = TypeVar("_Response", bound=message.Message)
 class _Request(Protocol):
     """The parameters every http command has."""
 
+    DESCRIPTOR: Any  # the message type's descriptor
     url: str
     headers: types_pb2.JsonValue
     params: types_pb2.JsonValue
@@ -104,12 +104,13 @@ class _BodyRequest(_Request, Protocol):
     body_format: str
 
 
+# Asked of the message type: hasattr on a protobuf message costs an exception when it says no.
 def _retries(request: _Request) -> TypeGuard[_RetryingRequest]:
-    return hasattr(request, "attempts")
+    return "attempts" in request.DESCRIPTOR.fields_by_name
 
 
 def _has_body(request: _Request) -> TypeGuard[_BodyRequest]:
-    return hasattr(request, "data")
+    return "data" in request.DESCRIPTOR.fields_by_name
 
 
 _ERROR_BY_STATUS: dict[int, type[errors.CommandError]] = {
@@ -129,8 +130,7 @@ def _error_class(status: int) -> type[errors.CommandError]:
     return _ERROR_BY_STATUS.get(status, fallback)
 
 
-@dataclass(frozen=True)
-class _Outgoing:
+class _Outgoing(NamedTuple):
     """A validated request, ready to send (possibly several times)."""
 
     method: str
@@ -138,18 +138,14 @@ class _Outgoing:
     headers: CIMultiDict[str]
     params: list[tuple[str, str]]
     body: bytes | None
+    skip_auto_headers: frozenset[str] | None
     attempts: int
     timeout: float
     include_headers: bool
-
-    @property
-    def target(self) -> str:
-        """Method and URL without query, fragment or credentials: safe for logs and messages."""
-        return f"{self.method} {self.url.with_user(None).with_query(None).with_fragment(None)}"
+    target: str  # method and URL without query, fragment or credentials: safe for logs and messages
 
 
-@dataclass(frozen=True)
-class _Answer:
+class _Answer(NamedTuple):
     status: int
     headers: dict[str, str]
     content_type: str
@@ -258,7 +254,7 @@ class HttpService(http_pb2_grpc.HttpServiceServicer):
         response = response_type(
             body=_body(answer),
             http_status=answer.status,
-            headers=answer.headers,
+            headers=answer.headers or None,  # an empty dict still costs a map update
             mimetype="application/json",
         )
         if answer.status >= 300:
@@ -329,8 +325,10 @@ async def _once(session: aiohttp.ClientSession, outgoing: _Outgoing, remaining: 
         params=outgoing.params,
         headers=outgoing.headers,
         data=outgoing.body,
-        skip_auto_headers=_NO_DEFAULT_CONTENT_TYPE,  # a POST without a body gets none
-        timeout=aiohttp.ClientTimeout(total=remaining),
+        skip_auto_headers=outgoing.skip_auto_headers,
+        # ceil_threshold: aiohttp rounds timeouts of 5 s and more up to a whole second, which
+        # could end the call after its own deadline; an exact deadline is the point here.
+        timeout=aiohttp.ClientTimeout(total=remaining, ceil_threshold=math.inf),
     ) as response:
         content = await response.read()
         headers = _joined(response.headers) if outgoing.include_headers else {}
@@ -346,9 +344,12 @@ def _prepare(method: str, request: _Request) -> _Outgoing:
     if params is not None and not isinstance(params, dict):
         bad.append(errors.Violation("params", "must be an object"))
     body = None
+    skip_auto_headers = None
     if _has_body(request):
         body_format = request.body_format if request.HasField("body_format") else "json"
         body = _encode_body(_json(request.data, "data", bad), body_format, headers, bad)
+        if body is None:  # else aiohttp gives POST, PUT and PATCH an application/octet-stream one
+            skip_auto_headers = _NO_DEFAULT_CONTENT_TYPE  # (only then: skipping costs a header copy)
     if request.basic_auth_password:
         if "Authorization" in headers:
             bad.append(
@@ -375,9 +376,11 @@ def _prepare(method: str, request: _Request) -> _Outgoing:
         headers=headers,
         params=_pairs(params) if isinstance(params, dict) else [],
         body=body,
+        skip_auto_headers=skip_auto_headers,
         attempts=_attempts(request) if _retries(request) else 1,
         timeout=timeout,
         include_headers=request.include_response_headers,
+        target=f"{method} {_redacted(url)}",
     )
 
 
@@ -390,6 +393,13 @@ def _url(text: str, bad: list[errors.Violation]) -> URL | None:
         bad.append(errors.Violation("url", "must be an absolute http:// or https:// URL"))
         return None
     return url
+
+
+def _redacted(url: URL) -> str:
+    """The URL without credentials, query or fragment (building new URLs only if it has some)."""
+    if url.raw_user is not None or url.raw_password is not None or url.raw_query_string or url.raw_fragment:
+        url = url.with_user(None).with_query(None).with_fragment(None)
+    return str(url)
 
 
 def _json(value: types_pb2.JsonValue, name: str, bad: list[errors.Violation]) -> Any:

@@ -342,7 +342,8 @@ class SlackService(slack_pb2_grpc.SlackServiceServicer):
                 proxy=proxy,
                 proxy_auth=proxy_auth,
                 allow_redirects=False,  # a redirect would replay the POST, and the token, elsewhere
-                timeout=aiohttp.ClientTimeout(total=remaining),
+                # No rounding up to a whole second (aiohttp's default from 5 s): the deadline is exact.
+                timeout=aiohttp.ClientTimeout(total=remaining, ceil_threshold=math.inf),
             ) as response:
                 content = await response.read()
                 status, retry_after, charset = (

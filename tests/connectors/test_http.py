@@ -279,6 +279,17 @@ async def test_the_call_deadline_bounds_the_timeout(make_app, target):
     assert len(payload["spiff__logs"]) == 2
 
 
+@pytest.mark.slow
+async def test_a_deadline_of_five_seconds_or_more_is_kept_exactly(make_app, target):
+    """aiohttp rounds timeouts from 5 s up to a whole second unless told not to; the connector's
+    timeout must still end before the command's deadline, as UpstreamTimeout with its logs."""
+    async with client_for(make_app(command_timeout=5.4)) as client:
+        started = time.monotonic()
+        status, payload = await call(client, "GetRequestV2", url=target.url("/slow?seconds=8"), timeout=30)
+    assert time.monotonic() - started < 5.4
+    assert (status, payload["error"]["error_code"]) == (504, "UpstreamTimeout")
+
+
 async def test_basic_auth(proxy, target):
     url = target.url("/basic")
     status, payload = await call(
@@ -330,6 +341,12 @@ async def test_raw_body(proxy, target, data, body):
 @pytest.mark.parametrize(("data", "body_format"), [({"k": 1}, "none"), (None, "json")])
 async def test_no_body(proxy, target, data, body_format):
     sent = await echo(proxy, "DeleteRequestV2", url=target.url("/echo"), data=data, body_format=body_format)
+    assert (sent["body"], sent["content_types"]) == ("", [])
+
+
+@pytest.mark.parametrize("command", ["GetRequestV2", "PostRequestV2", "PutRequestV2", "PatchRequestV2"])
+async def test_no_data_sends_no_body_and_no_content_type(proxy, target, command):
+    sent = await echo(proxy, command, url=target.url("/echo"))
     assert (sent["body"], sent["content_types"]) == ("", [])
 
 
