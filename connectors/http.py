@@ -64,6 +64,7 @@ from spiff.connector.http.v1 import http_pb2, http_pb2_grpc
 from spiff.connector.v1 import types_pb2
 from yarl import URL
 
+from connectors._sessions import SessionPool
 from server import errors, json_values, log
 
 __all__ = ["HttpService"]
@@ -169,22 +170,12 @@ class HttpService(http_pb2_grpc.HttpServiceServicer):
     def __init__(
         self, *, session_factory: Callable[[], aiohttp.ClientSession] = _new_session, backoff: float = 0.2
     ) -> None:
-        self._session_factory = session_factory
+        self._sessions = SessionPool(session_factory)
         self._backoff = backoff
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._session, self._loop = self._session_factory(), loop
-        return self._session
 
     async def aclose(self) -> None:
         """Closes the pooled session; the next call opens a new one."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None:
-            await session.close()
+        await self._sessions.aclose()
 
     async def GetRequest(
         self, request: http_pb2.GetRequestRequest, context: Any
@@ -271,7 +262,7 @@ class HttpService(http_pb2_grpc.HttpServiceServicer):
         if remaining is not None:
             budget = min(budget, remaining - DEADLINE_MARGIN)
         deadline = loop.time() + budget
-        session = self._client()
+        session = self._sessions.get()
         attempt = 1
         while True:
             suffix = f" (attempt {attempt} of {outgoing.attempts})" if outgoing.attempts > 1 else ""

@@ -74,6 +74,7 @@ from spiff.connector.slack.v1 import slack_pb2, slack_pb2_grpc
 from spiff.connector.v1 import types_pb2
 from yarl import URL
 
+from connectors._sessions import SessionPool
 from server import errors, json_values, log
 
 __all__ = ["SlackService"]
@@ -233,21 +234,11 @@ class SlackService(slack_pb2_grpc.SlackServiceServicer):
         if not (math.isfinite(self._timeout) and self._timeout > 0):
             msg = f"the Slack timeout must be a number of seconds greater than 0, not {self._timeout}"
             raise ValueError(msg)
-        self._session_factory = session_factory
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._session, self._loop = self._session_factory(), loop
-        return self._session
+        self._sessions = SessionPool(session_factory)
 
     async def aclose(self) -> None:
         """Closes the pooled session; the next call opens a new one."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None:
-            await session.close()
+        await self._sessions.aclose()
 
     async def PostMessage(
         self, request: slack_pb2.PostMessageRequest, context: Any
@@ -335,7 +326,7 @@ class SlackService(slack_pb2_grpc.SlackServiceServicer):
         try:
             if remaining <= 0:  # aiohttp reads a total of 0 as "no timeout"
                 raise TimeoutError
-            async with self._client().post(
+            async with self._sessions.get().post(
                 outgoing.url,
                 data=outgoing.payload,
                 headers=outgoing.headers,
