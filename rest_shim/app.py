@@ -162,6 +162,10 @@ class ProxyEndpoints:
             return _reply(
                 413, error_envelope(413, "PayloadTooLarge", f"The request body is larger than {limit}.")
             )
+        except ClientDisconnect:
+            # The caller hung up mid-body: nothing ran and nobody is left to answer; not an error.
+            logger.info("client left during the body of %s/%s", connector, command)
+            return Response(status_code=499)
         try:
             body = json_values.loads(raw) if raw.strip() else {}
         except (ValueError, UnicodeDecodeError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -316,3 +317,38 @@ async def test_every_do_answer_has_exact_envelope_types(proxy, make_app):
     for response, status, error_code in answers:
         assert response.status_code == status
         assert_envelope(response.json(), status=status, error_code=error_code)
+
+
+async def test_a_client_leaving_mid_body_is_not_an_error(make_app, caplog):
+    app = make_app()
+    sent = []
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"message": ', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": EXAMPLE,
+        "raw_path": EXAMPLE.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "server": ("proxy.test", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
