@@ -24,7 +24,8 @@ import trustme
 from google.rpc import error_details_pb2, status_pb2
 from spiff.connector.smtp.v1 import smtp_pb2, smtp_pb2_grpc
 
-from connectors.smtp import ENV_CA_FILE, SmtpService
+from connectors.smtp import SmtpService
+from connectors.smtp._errors import ENV_CA_FILE
 from server import errors, json_values
 from server.invocation import LocalContext
 from tests.connectors.smtp_target import (

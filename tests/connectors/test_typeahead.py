@@ -14,8 +14,8 @@ import httpx
 import pytest
 from spiff.connector.typeahead.v1 import typeahead_pb2, typeahead_pb2_grpc
 
-import connectors.typeahead as typeahead
-from connectors.typeahead import TypeaheadService, fold
+from connectors.typeahead import TypeaheadService, _datasets, _index
+from connectors.typeahead._index import fold
 from tests.conftest import AppFactory, client_for
 from tests.connectors.typeahead_app import serve
 
@@ -124,7 +124,7 @@ async def test_cities_carry_state_and_country(proxy):
     ],
 )
 async def test_states_of_countries_whose_admin1_codes_are_iso(proxy, city, state, country):
-    assert country in typeahead.ISO_ADMIN1_COUNTRIES
+    assert country in _datasets.ISO_ADMIN1_COUNTRIES
     results = await suggest(proxy, f"/v1/typeahead/cities?prefix={city}&limit=1000")
     found = [(item["name"], item["state"]) for item in results if item["country_code"] == country]
     assert found[0] == (city, state)
@@ -339,7 +339,7 @@ async def test_grpc_stub(grpc_channel):
 
 
 async def test_first_queries_wait_for_the_index():
-    typeahead._bundled.clear()
+    _datasets._bundled.clear()
     service = TypeaheadService(files="")
     request = typeahead_pb2.SearchRequest(category="cities", prefix="san", limit=5)
     replies = await asyncio.gather(*(service.Search(request, None) for _ in range(4)))
@@ -510,9 +510,9 @@ def test_fold(text, folded):
 @pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
 def test_object_values_reads_in_chunks(chunk):
     text = ' {"1": {"a": "}{\\"x"}, "2" :\n[1, 2] ,"3":{} } '
-    reader_values = list(typeahead._object_values(io.StringIO(text), chunk))
+    reader_values = list(_datasets._object_values(io.StringIO(text), chunk))
     assert reader_values == [{"a": '}{"x'}, [1, 2], {}]
-    assert list(typeahead._object_values(io.StringIO(" { } "), chunk)) == []
+    assert list(_datasets._object_values(io.StringIO(" { } "), chunk)) == []
 
 
 @pytest.mark.parametrize(
@@ -520,15 +520,15 @@ def test_object_values_reads_in_chunks(chunk):
 )
 def test_object_values_rejects_malformed_json(text):
     with pytest.raises(ValueError):  # noqa: PT011 - json.JSONDecodeError or the reader's own
-        list(typeahead._object_values(io.StringIO(text), 4))
+        list(_datasets._object_values(io.StringIO(text), 4))
 
 
 @pytest.mark.parametrize("separator", ["", ","])
 def test_packed_strings(separator):
     items = ["", "a", "Zoë", "東京", "", "🇫🇷"]
-    packed = typeahead._Packed(items, separator=separator)
+    packed = _index._Packed(items, separator=separator)
     assert len(packed) == len(items)
     assert [packed[i] for i in range(len(items))] == items
     assert packed.span(1, 4) == separator.join(items[1:4])
     assert packed.span(3, 3) == ""
-    assert len(typeahead._Packed([])) == 0
+    assert len(_index._Packed([])) == 0
