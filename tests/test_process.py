@@ -8,7 +8,6 @@ import http.server
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,18 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
 from spiff.connector.http.v1 import http_pb2, http_pb2_grpc
 
+from tests.ports import free_port
+
 pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STARTUP_SECONDS = 20
 EXIT_SECONDS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -22,6 +22,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.ports import free_port
+
 USER = "alice"
 PASSWORD = "smtp-S3cr3t-pw"
 REFUSED = "nobody@example.com"
@@ -80,14 +82,6 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, aut
     )
     # handled=False: aiosmtpd answers 535 itself (True would leave the client waiting).
     return AuthResult(success=good, handled=False, auth_data=auth_data)
-
-
-def free_port() -> int:
-    """A port nothing listens on (the OS's choice; Controller needs an explicit one)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class SmtpTarget:

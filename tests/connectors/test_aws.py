@@ -12,7 +12,6 @@ import base64
 import datetime
 import logging
 import re
-import socket
 import time
 from typing import Any
 
@@ -95,14 +94,6 @@ def per_call(moto) -> dict[str, str]:
         "aws_access_key_id": KEY_ID,
         "aws_secret_access_key": SECRET,
     }
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def call(client: httpx.AsyncClient, command: str, **params: Any) -> tuple[int, dict[str, Any]]:

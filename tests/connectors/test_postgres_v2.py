@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import time
 import uuid
 from typing import Any
@@ -36,14 +35,6 @@ def db() -> Any:
 def table(db: Database) -> str:
     """A fresh table name (the tests share one database)."""
     return f"t_{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def call(client: httpx.AsyncClient, command: str, **params: Any) -> tuple[int, dict[str, Any]]:

@@ -7,7 +7,6 @@ import email.utils
 import json
 import logging
 import re
-import socket
 import time
 from typing import Any
 
@@ -49,14 +48,6 @@ def slack(fake, monkeypatch):
     for name in ("CONNECTOR_PROXY_SLACK_TIMEOUT", "CONNECTOR_PROXY_SLACK_MAX_RETRY_WAIT"):
         monkeypatch.delenv(name, raising=False)
     return fake
-
-
-@pytest.fixture
-def closed_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def call(client: httpx.AsyncClient, **params: Any) -> tuple[int, dict[str, Any]]:

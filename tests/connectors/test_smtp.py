@@ -36,8 +36,8 @@ from tests.connectors.smtp_target import (
     Delivery,
     SilentServer,
     SmtpTarget,
-    free_port,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.anyio
 

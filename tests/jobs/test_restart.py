@@ -14,7 +14,8 @@ from spiff.proxy.v1 import jobs_pb2, jobs_pb2_grpc
 
 from tests.jobs.conftest import CALLBACK_KEY, TASK_ID, spiff_body
 from tests.jobs.fake_spiff import FakeSpiff
-from tests.test_process import free_port, process, stop, wait_for_http
+from tests.ports import free_port
+from tests.test_process import process, stop, wait_for_http
 
 pytestmark = pytest.mark.slow
 
