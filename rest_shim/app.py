@@ -19,7 +19,7 @@ from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._openapi import openapi_document
 from rest_shim._reply import render_reply
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
-from rest_shim.jobs import JobBackend, JobState, NewJob, prefers_async, split_proxy_options
+from rest_shim.jobs import JobBackend, JobState, JobsUnavailable, NewJob, prefers_async, split_proxy_options
 from server import json_values
 from server.invocation import Invoker
 
@@ -228,7 +228,14 @@ class ProxyEndpoints:
             return _reply(400, error_envelope(400, "InvalidCallbackUrl", problem, logs))
         task_id = body.get("spiff__task_id")
         task_id = task_id if isinstance(task_id, str) and task_id else None
-        submitted = await self.jobs.submit(NewJob(spec.full_method, spec.id, request, callback_url, task_id))
+        try:
+            submitted = await self.jobs.submit(
+                NewJob(spec.full_method, spec.id, request, callback_url, task_id)
+            )
+        except JobsUnavailable as exc:
+            logger.error("%s not accepted: %s", spec.id, exc)
+            message = f"{spec.id} could not be accepted: {exc}. Nothing was started; try again later."
+            return _reply(503, error_envelope(503, "JobsUnavailable", message, logs))
         if submitted.created:
             logs.append(f"Accepted as job {submitted.job_id}; the result will be PUT to the callback URL.")
         else:
@@ -254,7 +261,10 @@ class ProxyEndpoints:
         if self.jobs is None:
             return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
         job_id = request.path_params["job_id"]
-        view = await self.jobs.get(job_id)
+        try:
+            view = await self.jobs.get(job_id)
+        except JobsUnavailable as exc:
+            return _reply(503, _plain_error("JobsUnavailable", f"Jobs cannot be read: {exc}."))
         if view is None:
             return _reply(404, _plain_error("JobNotFound", f"There is no job {job_id!r}."))
         return _reply(200, view.to_json())
@@ -277,8 +287,11 @@ class ProxyEndpoints:
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= _MAX_JOB_LIMIT:
             message = f"limit must be an integer from 1 to {_MAX_JOB_LIMIT}."
             return _reply(400, _plain_error("InvalidParameters", message))
-        views = await self.jobs.list(state, int(limit_text))
-        counts = await self.jobs.counts()
+        try:
+            views = await self.jobs.list(state, int(limit_text))
+            counts = await self.jobs.counts()
+        except JobsUnavailable as exc:
+            return _reply(503, _plain_error("JobsUnavailable", f"Jobs cannot be read: {exc}."))
         return _reply(
             200,
             {"jobs": [v.to_json() for v in views], "counts": {s.value: n for s, n in counts.items()}},

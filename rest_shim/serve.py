@@ -6,23 +6,42 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 
 from rest_shim._catalog import Catalogue
 from rest_shim._remote import RemoteInvoker, Router, fetch_services
 from rest_shim.app import create_app
-from rest_shim.jobs import embedded_jobs
+from rest_shim.jobs import job_backend
 from server.invocation import Invoker
 from server.settings import Settings
 
-__all__ = ["build_remote_app"]
+__all__ = ["Remote", "build_remote_app", "connect_remote"]
 
 logger = logging.getLogger(__name__)
 
 
-async def build_remote_app(settings: Settings) -> Starlette:
-    """Reads each target's services by reflection and routes every command to its server."""
+@dataclass
+class Remote:
+    """The commands of one or more gRPC servers, found by reflection, and a router to them."""
+
+    catalogue: Catalogue
+    router: Router
+    invokers: list[RemoteInvoker]
+
+    async def start(self) -> None:
+        for invoker in self.invokers:
+            await invoker.start()
+
+    async def close(self, grace: float) -> None:
+        for invoker in self.invokers:
+            await invoker.close(grace)
+
+
+async def connect_remote(settings: Settings) -> Remote:
+    """Reads each of ``CONNECTOR_PROXY_GRPC_TARGETS``' services by reflection and routes every
+    command to its server."""
     if not settings.grpc_targets:
         msg = "set CONNECTOR_PROXY_GRPC_TARGETS to the gRPC server(s) to front, e.g. 127.0.0.1:50051"
         raise ValueError(msg)
@@ -39,27 +58,31 @@ async def build_remote_app(settings: Settings) -> Starlette:
         services.extend(found)
         routes.update(dict.fromkeys((spec.full_method for spec in catalogue.commands.values()), invoker))
         logger.info("%s offers %d commands", target, len(catalogue))
+    return Remote(Catalogue(services), Router(routes), invokers)
+
+
+async def build_remote_app(settings: Settings) -> Starlette:
+    """The REST shim in front of ``CONNECTOR_PROXY_GRPC_TARGETS``."""
+    remote = await connect_remote(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        for invoker in invokers:
-            await invoker.start()
+        await remote.start()
         try:
             yield
         finally:
-            for invoker in invokers:
-                await invoker.close(settings.shutdown_grace)
+            await remote.close(settings.shutdown_grace)
 
     return create_app(
-        Catalogue(services),
-        Router(routes),
+        remote.catalogue,
+        remote.router,
         api_key=settings.api_key,
         command_timeout=settings.command_timeout,
         max_body_bytes=settings.max_body_bytes,
         path_prefix=settings.path_prefix,
         lifespan=lifespan,
-        # Jobs run here, through the same router; their store is local to this shim process.
-        jobs=embedded_jobs(settings),
+        # Jobs run here, through the same router (embedded), or on broker workers.
+        jobs=job_backend(settings),
     )
 
 

@@ -13,7 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from rest_shim import Catalogue, create_app
-from rest_shim.jobs import embedded_jobs, jobs_service
+from rest_shim.jobs import job_backend, jobs_service
 from server._registry import Connector, discover
 from server.app import create_server
 from server.invocation import LocalInvoker
@@ -41,7 +41,7 @@ async def close_connectors(connectors: Sequence[Connector]) -> None:
 def build_embedded_app(settings: Settings, connectors: Sequence[Connector]) -> Starlette:
     """The REST shim calling ``connectors`` in-process, with the gRPC server started in its lifespan
     and the job runner (long-running commands) after it; JobsService is served next to health."""
-    jobs = embedded_jobs(settings)
+    jobs = job_backend(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -78,6 +78,7 @@ class Settings:
     jobs_db: str = "connector-proxy-jobs.sqlite3"
     job_workers: int = 4
     job_timeout: float = 3600.0
+    job_run_attempts: int = 3
     jobs_retention: float = 7 * 24 * 3600.0
     callback_base_url: str = ""
     callback_api_key: str | None = field(default=None, repr=False)
@@ -87,6 +88,10 @@ class Settings:
     callback_backoff_base: float = 1.0
     callback_backoff_cap: float = 60.0
     callback_timeout: float = 30.0
+    # Scale-out jobs: set the broker URL to run jobs on RabbitMQ workers instead of in-process.
+    jobs_broker_url: str | None = field(default=None, repr=False)  # may carry a password
+    jobs_redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    jobs_namespace: str = "spiff-connector-proxy"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +167,7 @@ class Settings:
             jobs_db=env.get("CONNECTOR_PROXY_JOBS_DB", "") or cls.jobs_db,
             job_workers=_int(env, "CONNECTOR_PROXY_JOB_WORKERS", cls.job_workers, 1, 256),
             job_timeout=_seconds(env, "CONNECTOR_PROXY_JOB_TIMEOUT", cls.job_timeout),
+            job_run_attempts=_int(env, "CONNECTOR_PROXY_JOB_RUN_ATTEMPTS", cls.job_run_attempts, 1, 100),
             jobs_retention=_seconds(env, "CONNECTOR_PROXY_JOBS_RETENTION", cls.jobs_retention),
             callback_base_url=callback_base_url,
             callback_api_key=callback_api_key,
@@ -171,7 +177,30 @@ class Settings:
             callback_backoff_base=backoff_base,
             callback_backoff_cap=backoff_cap,
             callback_timeout=_seconds(env, "CONNECTOR_PROXY_CALLBACK_TIMEOUT", cls.callback_timeout),
+            jobs_broker_url=_url(env, "CONNECTOR_PROXY_JOBS_BROKER_URL", ("amqp", "amqps")),
+            jobs_redis_url=_url(env, "CONNECTOR_PROXY_JOBS_REDIS_URL", ("redis", "rediss", "unix"))
+            or cls.jobs_redis_url,
+            jobs_namespace=_namespace(env),
         )
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if urlsplit(raw).scheme not in schemes:
+        # The value is not echoed: a URL may carry a password.
+        msg = f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL"
+        raise ValueError(msg)
+    return raw
+
+
+def _namespace(env: Mapping[str, str]) -> str:
+    raw = env.get("CONNECTOR_PROXY_JOBS_NAMESPACE", "").strip() or Settings.jobs_namespace
+    if not all(c.isalnum() or c in "-_." for c in raw) or len(raw) > 100:
+        msg = f"CONNECTOR_PROXY_JOBS_NAMESPACE may hold letters, digits, '-', '_' and '.', got {raw!r}"
+        raise ValueError(msg)
+    return raw
 
 
 def _list(raw: str | None) -> tuple[str, ...]:

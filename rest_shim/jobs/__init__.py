@@ -2,43 +2,57 @@
 "Long-running commands"; spiff-protocol §4).
 
 The shim talks to a :class:`JobBackend`. :class:`EmbeddedJobs` is the default one: a local
-SQLite store and workers in the proxy's process. The pieces a broker backend would reuse are
-:func:`run_job` (the command's envelope) and :class:`CallbackDelivery` (the PUT and its rules).
+SQLite store and workers in the proxy's process. :class:`BrokerJobs` is the scale-out one: jobs
+on RabbitMQ through taskiq, run by worker processes (:class:`BrokerWorker`, started by
+``taskiq worker server.worker:broker``), their state in Redis. Both run a job the same way
+(:mod:`rest_shim.jobs._lifecycle`) and deliver it with :class:`CallbackDelivery`.
 """
 
 from __future__ import annotations
 
+from rest_shim.jobs._broker import BrokerJobs, BrokerWorker, connect_redis, taskiq_broker
 from rest_shim.jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
 from rest_shim.jobs._grpc import JobsServicer, jobs_service
-from rest_shim.jobs._model import JobBackend, JobState, JobView, NewJob, Submitted
+from rest_shim.jobs._lifecycle import run_job
+from rest_shim.jobs._model import JobBackend, JobState, JobsUnavailable, JobView, NewJob, Submitted
+from rest_shim.jobs._redis_store import RedisJobStore
 from rest_shim.jobs._request import PROXY_PREFIX, ProxyOptions, prefers_async, split_proxy_options
-from rest_shim.jobs._runner import EmbeddedJobs, run_job
+from rest_shim.jobs._runner import EmbeddedJobs
 from server.settings import Settings
 
 __all__ = [
     "PROXY_PREFIX",
+    "BrokerJobs",
+    "BrokerWorker",
     "CallbackDelivery",
     "EmbeddedJobs",
     "JobBackend",
     "JobState",
     "JobView",
     "JobsServicer",
+    "JobsUnavailable",
     "NewJob",
     "Outcome",
     "OutcomeKind",
     "ProxyOptions",
+    "RedisJobStore",
     "Submitted",
+    "broker_worker",
+    "callback_delivery",
+    "connect_redis",
     "embedded_jobs",
+    "job_backend",
     "jobs_service",
     "prefers_async",
     "run_job",
     "split_proxy_options",
+    "taskiq_broker",
 ]
 
 
-def embedded_jobs(settings: Settings) -> EmbeddedJobs:
-    """The embedded backend configured by ``CONNECTOR_PROXY_JOB*`` and ``CONNECTOR_PROXY_CALLBACK_*``."""
-    delivery = CallbackDelivery(
+def callback_delivery(settings: Settings) -> CallbackDelivery:
+    """Callbacks as ``CONNECTOR_PROXY_CALLBACK_*`` configure them."""
+    return CallbackDelivery(
         base_url=settings.callback_base_url,
         api_key=settings.callback_api_key,
         bearer_token=settings.callback_bearer_token,
@@ -48,11 +62,41 @@ def embedded_jobs(settings: Settings) -> EmbeddedJobs:
         backoff_cap=settings.callback_backoff_cap,
         timeout=settings.callback_timeout,
     )
+
+
+def embedded_jobs(settings: Settings) -> EmbeddedJobs:
+    """The embedded backend configured by ``CONNECTOR_PROXY_JOB*`` and ``CONNECTOR_PROXY_CALLBACK_*``."""
     return EmbeddedJobs(
         settings.jobs_db,
-        delivery,
+        callback_delivery(settings),
         workers=settings.job_workers,
         job_timeout=settings.job_timeout,
+        run_attempts=settings.job_run_attempts,
         retention=settings.jobs_retention,
         shutdown_grace=settings.shutdown_grace,
+    )
+
+
+def job_backend(settings: Settings) -> JobBackend:
+    """The broker backend when ``CONNECTOR_PROXY_JOBS_BROKER_URL`` is set, else the embedded one."""
+    if settings.jobs_broker_url is None:
+        return embedded_jobs(settings)
+    return BrokerJobs(
+        settings.jobs_broker_url,
+        settings.jobs_redis_url,
+        settings.jobs_namespace,
+        callback_delivery(settings),
+        retention=settings.jobs_retention,
+    )
+
+
+def broker_worker(settings: Settings) -> BrokerWorker:
+    """A worker process's runner; its Redis client waits out outages for ever (the job's message
+    stays unacknowledged, so safe in RabbitMQ, meanwhile)."""
+    store = RedisJobStore(connect_redis(settings.jobs_redis_url, retries=-1), settings.jobs_namespace)
+    return BrokerWorker(
+        store,
+        callback_delivery(settings),
+        job_timeout=settings.job_timeout,
+        run_attempts=settings.job_run_attempts,
     )

@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from spiff.proxy.v1 import jobs_pb2, jobs_pb2_grpc
 
-from rest_shim.jobs._model import JobBackend, JobState, JobView
+from rest_shim.jobs._model import JobBackend, JobState, JobsUnavailable, JobView
 from server.app import ExtraService
 
 __all__ = ["JobsServicer", "jobs_service"]
@@ -39,6 +39,7 @@ def job_message(view: JobView) -> jobs_pb2.Job:
         last_error=view.last_error or "",
         created_at=_timestamp(view.created_at),
         updated_at=_timestamp(view.updated_at),
+        worker=view.worker or "",
     )
 
 
@@ -48,7 +49,10 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
 
     # The method names are the RPCs', as the generated servicer has them.
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Any) -> jobs_pb2.GetJobResponse:  # noqa: N802
-        view = await self.jobs.get(request.id) if request.id else None
+        try:
+            view = await self.jobs.get(request.id) if request.id else None
+        except JobsUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"Jobs cannot be read: {exc}.")
         if view is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"There is no job {request.id!r}.")
         assert view is not None  # noqa: S101 - abort raises
@@ -59,8 +63,11 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
         if request.state and state is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Unknown job state {request.state}.")
         limit = min(request.limit, MAX_LIMIT) if request.limit > 0 else DEFAULT_LIMIT
-        views = await self.jobs.list(state, limit)
-        counts = await self.jobs.counts()
+        try:
+            views = await self.jobs.list(state, limit)
+            counts = await self.jobs.counts()
+        except JobsUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"Jobs cannot be read: {exc}.")
         return jobs_pb2.ListJobsResponse(
             jobs=[job_message(v) for v in views], counts={s.value: n for s, n in counts.items()}
         )

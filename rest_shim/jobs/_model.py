@@ -19,7 +19,12 @@ if TYPE_CHECKING:
     from rest_shim._catalog import Catalogue
     from server.invocation import Invoker
 
-__all__ = ["JobBackend", "JobState", "JobView", "NewJob", "Submitted"]
+__all__ = ["JobBackend", "JobState", "JobView", "JobsUnavailable", "NewJob", "Submitted"]
+
+
+class JobsUnavailable(Exception):
+    """The backend's services (broker, store) cannot be reached: the request is answered 503
+    ``JobsUnavailable`` and nothing was accepted."""
 
 
 class JobState(enum.StrEnum):
@@ -74,6 +79,7 @@ class JobView:
     last_error: str | None
     created_at: float  # seconds since the epoch
     updated_at: float
+    worker: str | None = None  # the process running or delivering it (broker mode): host:pid
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +92,7 @@ class JobView:
             "last_error": self.last_error,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
+            "worker": self.worker,
         }
 
 
@@ -99,7 +106,8 @@ class JobBackend(Protocol):
     ``start`` runs in the app's lifespan, after the invoker is ready; ``close`` before it is
     closed. ``submit`` must have made the job durable when it returns: the shim answers 202 only
     then. A backend is idempotent per task: while a job for ``task_id`` is pending, ``submit``
-    returns that job (``created=False``) instead of creating another.
+    returns that job (``created=False``) instead of creating another. Any method may raise
+    :class:`JobsUnavailable`.
     """
 
     async def start(self, catalogue: Catalogue, invoker: Invoker) -> None: ...

@@ -12,54 +12,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 from rest_shim._catalog import Catalogue, CommandSpec
-from rest_shim._reply import render_reply
-from rest_shim._status import error_envelope
-from rest_shim.jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
+from rest_shim.jobs._delivery import CallbackDelivery
+from rest_shim.jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
 from rest_shim.jobs._model import JobState, JobView, NewJob, Submitted
-from rest_shim.jobs._store import ClaimedJob, JobStore, PendingDelivery
-from server import json_values
+from rest_shim.jobs._store import ClaimedJob, JobStore
 from server.invocation import Invoker
 
-__all__ = ["EmbeddedJobs", "run_job"]
+__all__ = ["EmbeddedJobs"]
 
 logger = logging.getLogger(__name__)
 
 _IDLE_POLL = 5.0  # seconds a worker sleeps when no job is queued, unless woken by a submission
 _PURGE_EVERY = 3600.0
-
-
-async def run_job(
-    specs: Mapping[str, CommandSpec],
-    invoker: Invoker,
-    command: str,
-    request: bytes,
-    *,
-    timeout: float,
-    logs: tuple[str, ...] = (),
-) -> bytes:
-    """Runs one job's command and renders the envelope its callback carries.
-
-    The same envelope ``/v1/do`` would have answered synchronously; a failure is an error envelope
-    with ``error_code`` and ``command_response.body``. Never raises for the command's sake: a
-    command that disappeared since the job was accepted becomes ``command_not_found``.
-    """
-    spec = specs.get(command)
-    if spec is None:
-        message = f"The command {command} is no longer served by this proxy."
-        return json_values.dumps(error_envelope(404, "command_not_found", message, logs)).encode()
-    try:
-        decoded = spec.request_class.FromString(request)
-    except Exception:  # a row this proxy's schema cannot read any more
-        logger.exception("job request for %s cannot be read", spec.id)
-        message = f"The stored request for {spec.id} cannot be read by this proxy."
-        return json_values.dumps(error_envelope(500, "Internal", message, logs)).encode()
-    reply = await invoker.invoke(spec.full_method, decoded, timeout)
-    _, body = render_reply(spec, reply, (*logs, *reply.logs))
-    return body
 
 
 class EmbeddedJobs:
@@ -70,6 +37,8 @@ class EmbeddedJobs:
         delivery: how callbacks are sent.
         workers: jobs run at once.
         job_timeout: seconds one command may run (spiff-arena's 45 s does not apply).
+        run_attempts: starts of one job, counting restarts mid-run, before it is given up with an
+            error callback (``JobAbandoned``) instead of being run again.
         retention: seconds delivered and failed jobs are kept (then deleted).
         shutdown_grace: seconds running jobs and callbacks get to finish when the proxy stops;
             then they are stopped, and resume at the next start.
@@ -82,6 +51,7 @@ class EmbeddedJobs:
         *,
         workers: int = 4,
         job_timeout: float = 3600.0,
+        run_attempts: int = 3,
         retention: float = 7 * 24 * 3600.0,
         shutdown_grace: float = 5.0,
     ) -> None:
@@ -92,6 +62,7 @@ class EmbeddedJobs:
         self.delivery = delivery
         self.workers = workers
         self.job_timeout = job_timeout
+        self.run_attempts = run_attempts
         self.retention = retention
         self.shutdown_grace = shutdown_grace
         self._specs: dict[str, CommandSpec] = {}
@@ -140,7 +111,10 @@ class EmbeddedJobs:
         self._housekeeping = asyncio.create_task(self._purge_periodically(), name="job-purge")
         counts = await self.counts()
         logger.info(
-            "job runner started: %d workers, store %s; jobs %s", self.workers, self.store.path, _fmt(counts)
+            "job runner started: %d workers, store %s; jobs %s",
+            self.workers,
+            self.store.path,
+            format_counts(counts),
         )
 
     async def close(self) -> None:
@@ -224,24 +198,19 @@ class EmbeddedJobs:
 
     async def _run(self, job: ClaimedJob) -> None:
         assert self._invoker is not None  # noqa: S101 - set by start()
-        logger.info("job %s (%s) started, attempt %d", job.id, job.command_id, job.attempts)
-        logs: tuple[str, ...] = (f"Ran as job {job.id}.",)
-        if job.attempts > 1:
-            logs = (f"Ran as job {job.id}, attempt {job.attempts}: the proxy stopped during an earlier one.",)
-        started = time.monotonic()
-        try:
-            result = await run_job(
-                self._specs, self._invoker, job.command, job.request, timeout=self.job_timeout, logs=logs
-            )
-        except Exception:
-            # Invokers answer failures as replies; this is a bug or a broken channel.
-            logger.exception("job %s (%s) could not be run", job.id, job.command_id)
-            message = "The proxy failed unexpectedly while running the command; its log has the details."
-            result = json_values.dumps(error_envelope(500, "Internal", message, logs)).encode()
-        text = result.decode()
-        await self.store.call(self.store.finish_run, job.id, text)
-        logger.info("job %s (%s) ran in %.2f s", job.id, job.command_id, time.monotonic() - started)
-        self._spawn_delivery(PendingDelivery(job.id, job.command_id, job.callback_url, text, 0))
+        result = await execute_job(
+            self._specs,
+            self._invoker,
+            job_id=job.id,
+            command=job.command,
+            command_id=job.command_id,
+            request=job.request,
+            attempt=job.attempts,
+            max_attempts=self.run_attempts,
+            timeout=self.job_timeout,
+        )
+        await self.store.call(self.store.finish_run, job.id, result)
+        self._spawn_delivery(PendingDelivery(job.id, job.command_id, job.callback_url, result, 0))
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -252,39 +221,16 @@ class EmbeddedJobs:
 
     async def _deliver(self, job: PendingDelivery) -> None:
         try:
-            await self._deliver_and_record(job)
+            await deliver_job(self, self.delivery, job)
         except Exception:
             # The store failed; the job stays ``delivering`` and is retried at the next start.
             logger.exception("job %s (%s): callback bookkeeping failed", job.id, job.command_id)
 
-    async def _deliver_and_record(self, job: PendingDelivery) -> None:
-        async def record_retry(attempt: int, outcome: Outcome) -> None:
-            await self.store.call(
-                self.store.record_delivery, job.id, attempt, JobState.DELIVERING, outcome.detail
-            )
-
-        outcome, attempts = await self.delivery.deliver(
-            job.callback_url, job.result.encode(), done=job.delivery_attempts, on_retry=record_retry
-        )
-        state = JobState.FAILED if outcome.kind is OutcomeKind.FAILED else JobState.DELIVERED
-        await self.store.call(self.store.record_delivery, job.id, attempts, state, outcome.detail)
-        counts = _fmt(await self.counts())
-        if state is JobState.FAILED:
-            logger.error(
-                "job %s (%s) failed: its callback was not delivered: %s; jobs %s",
-                job.id,
-                job.command_id,
-                outcome.detail,
-                counts,
-            )
-        elif outcome.detail:
-            logger.warning(
-                "job %s (%s) delivered: %s; jobs %s", job.id, job.command_id, outcome.detail, counts
-            )
-        else:
-            logger.info(
-                "job %s (%s) delivered after %d attempt(s); jobs %s", job.id, job.command_id, attempts, counts
-            )
+    async def record_delivery(
+        self, job_id: str, attempts: int, state: JobState, last_error: str | None
+    ) -> None:
+        """One callback attempt's outcome (the :class:`~rest_shim.jobs.Ledger` of this backend)."""
+        await self.store.call(self.store.record_delivery, job_id, attempts, state, last_error)
 
     async def _purge_periodically(self) -> None:
         while True:
@@ -293,7 +239,3 @@ class EmbeddedJobs:
                 await self.store.call(self.store.purge, time.time() - self.retention)
             except Exception:
                 logger.exception("could not delete old jobs")
-
-
-def _fmt(counts: Mapping[JobState, int]) -> str:
-    return " ".join(f"{state.value}={count}" for state, count in counts.items())

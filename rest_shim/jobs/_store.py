@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rest_shim.jobs._lifecycle import PendingDelivery
 from rest_shim.jobs._model import JobState, JobView, NewJob, Submitted
 
-__all__ = ["ClaimedJob", "JobStore", "PendingDelivery"]
+__all__ = ["ClaimedJob", "JobStore"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,17 +63,6 @@ class ClaimedJob:
     request: bytes
     callback_url: str
     attempts: int
-
-
-@dataclass(frozen=True)
-class PendingDelivery:
-    """A job whose result waits to be PUT to its callback URL."""
-
-    id: str
-    command_id: str
-    callback_url: str
-    result: str
-    delivery_attempts: int
 
 
 def _view(row: tuple[Any, ...]) -> JobView:

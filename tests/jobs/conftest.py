@@ -1,7 +1,9 @@
-"""Long-running commands: a fake spiff-arena backend, and the shim with an embedded job runner.
+"""Long-running commands: a fake spiff-arena backend, and the shim with a job backend.
 
-``jobs_proxy`` runs each test on both paths (in-process and over gRPC), like ``proxy``; the app's
-lifespan runs, so the job runner's workers are live and call back the fake backend.
+``jobs_proxy`` runs each test on both paths (in-process and over gRPC), like ``proxy``, and with
+both backends: ``embedded`` (SQLite, workers in the process) and ``broker`` (RabbitMQ and Redis,
+a taskiq worker in the test process); the app's lifespan runs, so the workers are live and call
+back the fake backend.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from rest_shim.jobs import CallbackDelivery, EmbeddedJobs
+from rest_shim.jobs import CallbackDelivery, EmbeddedJobs, JobBackend
 from tests.conftest import AppFactory, client_for
+from tests.jobs.broker import InProcessBroker
 from tests.jobs.fake_spiff import FakeSpiff
 
 CALLBACK_KEY = "cb-key-7f3a9c1e-never-logged"
 TASK_ID = "88f9b549-53a1-4c16-9f43-0b3c2a7d1e01"
 SPIFF_BACKEND = "http://localhost:7000"  # what spiff-arena puts in callback URLs by default
 
-JobsFactory = Callable[..., EmbeddedJobs]
+JobsFactory = Callable[..., JobBackend]
 
 
 def callback_url(task_id: str = TASK_ID, base: str = SPIFF_BACKEND) -> str:
@@ -55,14 +58,20 @@ def jobs_db(tmp_path: Path) -> Path:
     return tmp_path / "jobs.sqlite3"
 
 
-@pytest.fixture
-def make_jobs(jobs_db: Path, spiff: FakeSpiff) -> JobsFactory:
-    """An embedded backend on ``jobs_db`` calling back ``spiff`` with fast retries.
+@pytest.fixture(params=["embedded", "broker"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
-    ``delivery={...}`` overrides CallbackDelivery's arguments; other keywords go to EmbeddedJobs.
+
+@pytest.fixture
+def make_jobs(backend: str, jobs_db: Path, spiff: FakeSpiff) -> JobsFactory:
+    """A backend calling back ``spiff`` with fast retries: embedded (on ``jobs_db``) or broker.
+
+    ``delivery={...}`` overrides CallbackDelivery's arguments; ``workers``, ``job_timeout`` and
+    ``run_attempts`` apply to both backends.
     """
 
-    def factory(*, delivery: dict[str, Any] | None = None, **kwargs: Any) -> EmbeddedJobs:
+    def factory(*, delivery: dict[str, Any] | None = None, **kwargs: Any) -> JobBackend:
         options: dict[str, Any] = {
             "base_url": spiff.url,
             "api_key": CALLBACK_KEY,
@@ -72,6 +81,8 @@ def make_jobs(jobs_db: Path, spiff: FakeSpiff) -> JobsFactory:
             "timeout": 5.0,
             **(delivery or {}),
         }
+        if backend == "broker":
+            return InProcessBroker(options, **kwargs)
         settings: dict[str, Any] = {"workers": 2, "shutdown_grace": 0.0, **kwargs}
         return EmbeddedJobs(jobs_db, CallbackDelivery(**options), **settings)
 

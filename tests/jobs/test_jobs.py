@@ -51,7 +51,7 @@ def accepted_job(response) -> str:
     return str(body["job_id"])
 
 
-async def test_long_running_command_answers_202_then_puts_its_result(jobs_proxy, spiff):
+async def test_long_running_command_answers_202_then_puts_its_result(jobs_proxy, spiff, backend):
     response = await jobs_proxy.post(DELAY, json=spiff_body(seconds=0, message="done"))
     job_id = accepted_job(response)
     assert response.json()["command_response"]["body"]["status"] == "queued"
@@ -91,7 +91,9 @@ async def test_long_running_command_answers_202_then_puts_its_result(jobs_proxy,
         "last_error": None,
         "created_at": job["created_at"],
         "updated_at": job["updated_at"],
+        "worker": job["worker"],
     }
+    assert job["worker"] == (None if backend == "embedded" else "in-process")
     assert job["created_at"].endswith("Z")
     assert job["created_at"] <= job["updated_at"]
 

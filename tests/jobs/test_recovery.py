@@ -1,4 +1,5 @@
-"""The job store across restarts (in-process): what a stopped proxy left behind resumes, once."""
+"""The embedded job store across restarts (in-process): what a stopped proxy left behind resumes,
+once. (The broker mode's counterpart is test_broker.py.)"""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from tests.jobs.conftest import TASK_ID, callback_url, callbacks, job_in, runnin
 pytestmark = pytest.mark.anyio
 
 DELAY_METHOD = "/spiff.connector.example.v1.ExampleService/Delay"
+
+
+@pytest.fixture
+def backend() -> str:
+    return "embedded"  # these tests look inside the SQLite store
 
 
 def delay_job(task_id: str | None = TASK_ID, seconds: int = 0) -> NewJob:
