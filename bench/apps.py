@@ -8,14 +8,24 @@
 ``python -m bench.apps target --port N``
     The upstream of the http connector: a bare ASGI app answering ``GET /json`` with a small
     JSON body, as fast as uvicorn can serve it.
+
+``python -m bench.apps receiver --port N --api-key KEY``
+    The jobs benchmark's stand-in for spiff-arena's callback route: a bare ASGI app answering
+    200 to ``PUT /v1.0/tasks/{instance}/{task}/callback`` and recording when each task's
+    callbacks arrived (see :class:`CallbackReceiver` for the routes the load generator reads).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 import uvicorn
 from starlette.applications import Starlette
@@ -23,10 +33,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["TARGET_BODY", "floor_app", "target_app"]
+__all__ = ["TARGET_BODY", "CallbackReceiver", "floor_app", "target_app"]
 
 TARGET_BODY = b'{"id":42,"name":"bench","ok":true,"tags":["a","b","c"],"price":12.5}'
 _LIVE = b'{"ok":true}'
+_CALLBACK = re.compile(r"/v1\.0/tasks/[^/]+/([^/]+)/callback")
+_WAIT = re.compile(r"/bench/wait/([^/]+)")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,6 +91,106 @@ async def target_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _headers(body)})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _successful_envelope(body: bytes) -> bool:
+    """Whether ``body`` is the v2 envelope of a command that succeeded (``http_status`` 200)."""
+    try:
+        envelope = json.loads(body)
+        return envelope["error"] is None and envelope["command_response"]["http_status"] == 200
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+class CallbackReceiver:
+    """spiff-arena's callback route, as far as the jobs benchmark needs it (one process, one loop).
+
+    Routes:
+
+    * ``PUT /v1.0/tasks/{instance}/{task}/callback``: 200 ``{"ok":true}``; records the arrival
+      time (``time.monotonic()``, the system-wide CLOCK_MONOTONIC, so comparable with the load
+      generator's clock) under ``task``, and marks the task bad when the callback lacks the API
+      key or is not a successful command's envelope (it is answered 200 all the same, so that a
+      bad callback is counted rather than retried).
+    * ``GET /bench/wait/{task}?timeout=S``: waits up to S seconds for the task's first callback;
+      answers ``{"arrivals": [t, ...]}`` (empty when none came).
+    * ``GET /bench/stats``: ``{"callbacks": all received, "bad": tasks marked bad, "held": tasks
+      recorded and not taken yet}``.
+    * ``POST /bench/take`` with a JSON list of task ids: ``{"arrivals": {task: [t, ...]}, "bad":
+      [task, ...]}`` for those of them that were called back; they are forgotten, so anything
+      that arrives later for them (a late duplicate) is held again and shows in ``held``.
+    * ``GET /liveness``: 200.
+    """
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key.encode()
+        self.arrivals: dict[str, list[float]] = {}
+        self.bad: set[str] = set()
+        self.callbacks = 0
+        self._waiters: dict[str, asyncio.Event] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        arrived = time.monotonic()
+        method, path = scope["method"], scope["path"]
+        callback = _CALLBACK.fullmatch(path)
+        wait = _WAIT.fullmatch(path)
+        if method == "PUT" and callback:
+            self._record(callback[1], arrived, scope, await _read_body(receive))
+            await _reply(send, 200, _LIVE)
+        elif method == "GET" and wait:
+            query = parse_qs(scope.get("query_string", b"").decode())
+            timeout = float(query.get("timeout", ["10"])[0])
+            await _reply(send, 200, await self._wait(wait[1], timeout))
+        elif method == "POST" and path == "/bench/take":
+            await _reply(send, 200, self._take(json.loads(await _read_body(receive))))
+        elif path == "/bench/stats":
+            stats = {"callbacks": self.callbacks, "bad": len(self.bad), "held": len(self.arrivals)}
+            await _reply(send, 200, json.dumps(stats).encode())
+        elif path == "/liveness":
+            await _reply(send, 200, _LIVE)
+        else:
+            await _reply(send, 404, b'{"error":"not found"}')
+
+    def _record(self, task: str, arrived: float, scope: Scope, body: bytes) -> None:
+        self.callbacks += 1
+        self.arrivals.setdefault(task, []).append(arrived)
+        key = dict(scope["headers"]).get(b"spiffworkflow-api-key")
+        if key != self.api_key or not _successful_envelope(body):
+            self.bad.add(task)
+        waiter = self._waiters.pop(task, None)
+        if waiter is not None:
+            waiter.set()
+
+    async def _wait(self, task: str, timeout: float) -> bytes:
+        if task not in self.arrivals:
+            waiter = self._waiters.setdefault(task, asyncio.Event())
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout)
+            except TimeoutError:
+                self._waiters.pop(task, None)
+        return json.dumps({"arrivals": self.arrivals.get(task, [])}).encode()
+
+    def _take(self, tasks: list[str]) -> bytes:
+        arrivals = {task: self.arrivals.pop(task) for task in tasks if task in self.arrivals}
+        bad = [task for task in arrivals if task in self.bad]
+        self.bad.difference_update(bad)
+        return json.dumps({"arrivals": arrivals, "bad": bad}).encode()
+
+
 def _serve(app: Any, port: int, lifespan: Literal["on", "off"]) -> None:
     uvicorn.run(
         app,
@@ -101,9 +213,14 @@ def main() -> None:
     floor.add_argument("--commands-body", type=Path, required=True)
     target = sub.add_parser("target", help="the http connector's upstream")
     target.add_argument("--port", type=int, required=True)
+    receiver = sub.add_parser("receiver", help="the jobs benchmark's callback receiver")
+    receiver.add_argument("--port", type=int, required=True)
+    receiver.add_argument("--api-key", required=True, help="the SpiffWorkflow-Api-Key callbacks must carry")
     args = parser.parse_args()
     if args.app == "floor":
         _serve(floor_app(args.do_body.read_bytes(), args.commands_body.read_bytes()), args.port, "on")
+    elif args.app == "receiver":
+        _serve(CallbackReceiver(args.api_key), args.port, "off")
     else:
         _serve(target_app, args.port, "off")
 

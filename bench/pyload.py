@@ -17,17 +17,17 @@ from urllib.parse import urlsplit
 
 from bench.load import RESULT_PREFIX, percentile
 
-__all__ = ["main"]
+__all__ = ["content_length", "main", "request_bytes"]
 
 
-def _request_bytes(method: str, host: str, path: str, body: bytes | None) -> bytes:
+def request_bytes(method: str, host: str, path: str, body: bytes | None) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
-def _content_length(head: bytes) -> int:
+def content_length(head: bytes) -> int:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
@@ -44,7 +44,7 @@ async def _worker(
             started = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            await reader.readexactly(_content_length(head))
+            await reader.readexactly(content_length(head))
             latencies.append(time.perf_counter() - started)
             if not head[9:12].startswith(b"2"):
                 errors[0] += 1
@@ -61,7 +61,7 @@ async def _run(
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    request = _request_bytes(method, parts.netloc, path or "/", body)
+    request = request_bytes(method, parts.netloc, path or "/", body)
     latencies: list[float] = []
     errors = [0]
     start = time.perf_counter()

@@ -172,29 +172,14 @@ class BrokerJobs:
 
     async def submit(self, job: NewJob) -> Submitted:
         """Records the job, then publishes it; returns once RabbitMQ has confirmed it (persisted)."""
-        from taskiq.kicker import AsyncKicker
-
-        assert self._broker is not None  # noqa: S101 - set by start()
         job_id = str(uuid.uuid4())
         created_at = time.time()
         with _store_unavailable():
             submitted = await self.store.submit(job_id, job)
         if not submitted.created:
             return submitted
-        kicker: AsyncKicker[Any, None] = AsyncKicker(TASK_NAME, self._broker, {})
         try:
-            await asyncio.wait_for(
-                kicker.with_task_id(job_id).kiq(
-                    job_id=job_id,
-                    command=job.command,
-                    command_id=job.command_id,
-                    request=base64.b64encode(job.request).decode(),
-                    callback_url=job.callback_url,
-                    task_id=job.task_id or "",
-                    created_at=created_at,
-                ),
-                self.publish_timeout,
-            )
+            await asyncio.wait_for(self.publish(job_id, job, created_at), self.publish_timeout)
         except Exception as exc:
             logger.error("job %s (%s) could not be published: %s", job_id, job.command_id, exc)
             try:
@@ -211,6 +196,24 @@ class BrokerJobs:
             # The message is safe in RabbitMQ; only the abandoned-job guard loses its mark.
             logger.warning("job %s published, but its record could not be marked so", job_id)
         return submitted
+
+    async def publish(self, job_id: str, job: NewJob, created_at: float) -> None:
+        """Sends the job's message (no record is written: :meth:`submit` does that first)."""
+        from taskiq.kicker import AsyncKicker
+
+        if self._broker is None:
+            msg = "BrokerJobs.start() was not called"
+            raise RuntimeError(msg)
+        kicker: AsyncKicker[Any, None] = AsyncKicker(TASK_NAME, self._broker, {})
+        await kicker.with_task_id(job_id).kiq(
+            job_id=job_id,
+            command=job.command,
+            command_id=job.command_id,
+            request=base64.b64encode(job.request).decode(),
+            callback_url=job.callback_url,
+            task_id=job.task_id or "",
+            created_at=created_at,
+        )
 
     async def get(self, job_id: str) -> JobView | None:
         with _store_unavailable():

@@ -107,7 +107,7 @@ async def execute_job(
     logger.info("job %s (%s) started, attempt %d", job_id, command_id, attempt)
     logs: tuple[str, ...] = (f"Ran as job {job_id}.",)
     if attempt > 1:
-        logs = (f"Ran as job {job_id}, attempt {attempt}: the proxy stopped during an earlier one.",)
+        logs = (f"Ran as job {job_id}, attempt {attempt}: the process running an earlier one stopped.",)
     started = time.monotonic()
     try:
         result = await run_job(specs, invoker, command, request, timeout=timeout, logs=logs)

@@ -125,6 +125,7 @@ if f[1] == 'queued' or f[1] == 'running' then
   redis.call('HSET', key, 'worker', worker)
   return {'running', attempts, false, tonumber(f[3])}
 end
+if f[1] == 'delivering' then redis.call('HSET', key, 'worker', worker) end
 return {f[1], tonumber(f[4]), f[2], tonumber(f[3])}
 """
 )

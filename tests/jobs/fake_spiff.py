@@ -2,12 +2,13 @@
 
 Each request takes the next scripted answer (then ``default``): ``"200"`` (completed), ``"200:retry"``
 (retry_scheduled), ``"400"`` (not_waiting_for_callback), ``"400:<error_code>"``, ``"401"``,
-``"403"`` (not_authorized), ``"404"``, ``"500"`` (instance locked), or ``"drop"`` (the connection is
-closed without an answer). Answers follow spec §4.4, RFC 7807-style bodies included.
+``"403"`` (not_authorized), ``"404"``, ``"500"`` (instance locked), ``"drop"`` (the connection is
+closed without an answer), or ``"hang"`` (no answer until the caller goes away, 30 s at most). Answers follow spec §4.4, RFC 7807-style bodies included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -90,7 +91,11 @@ class FakeSpiff:
                     action = fake._script.popleft() if fake._script else fake.default
                     fake.calls.append(call)
                     fake._changed.notify_all()
-                answer = _answer(action)
+                if action == "hang":
+                    self.connection.settimeout(30)
+                    with contextlib.suppress(OSError):
+                        self.rfile.read(1)  # returns when the caller closes the connection
+                answer = None if action == "hang" else _answer(action)
                 if answer is None:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)

@@ -44,7 +44,7 @@ async def test_a_job_left_running_runs_again_at_start(make_app, make_jobs, jobs_
     assert job["attempts"] == 2
     assert call.json()["command_response"]["body"] == {"message": "recovered", "waited_seconds": 0}
     assert call.json()["spiff__logs"] == [
-        f"Ran as job {submitted.job_id}, attempt 2: the proxy stopped during an earlier one."
+        f"Ran as job {submitted.job_id}, attempt 2: the process running an earlier one stopped."
     ]
 
 

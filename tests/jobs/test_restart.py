@@ -76,7 +76,7 @@ def test_a_job_survives_sigkill_and_calls_back_once(tmp_path):
             assert payload["error"] is None
             assert payload["command_response"]["body"] == {"message": "survived", "waited_seconds": SECONDS}
             assert payload["spiff__logs"] == [
-                f"Ran as job {job_id}, attempt 2: the proxy stopped during an earlier one."
+                f"Ran as job {job_id}, attempt 2: the process running an earlier one stopped."
             ]
             assert (job["attempts"], job["delivery_attempts"]) == (2, 1)
             with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:

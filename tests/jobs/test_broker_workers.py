@@ -1,0 +1,162 @@
+"""Scale-out with real processes: the proxy (``python -m server`` in broker mode) and two worker
+processes (``taskiq worker server.worker:broker --workers 2``) on the machine's RabbitMQ and
+Redis. The workers share the load; a worker killed with SIGKILL mid-run or mid-callback loses
+nothing, and the callback arrives once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.jobs.broker import BROKER_URL, REDIS_URL, drop_namespace, new_namespace
+from tests.jobs.conftest import CALLBACK_KEY, spiff_body
+from tests.jobs.fake_spiff import FakeSpiff
+from tests.jobs.test_restart import wait_for_state
+from tests.ports import free_port
+from tests.test_process import process, stop, wait_for_http
+
+pytestmark = pytest.mark.slow
+
+WORKER_PROCESSES = 2
+READY = re.compile(r"job worker (\S+:\d+) ready")
+
+
+@contextlib.contextmanager
+def scaled_out(
+    tmp_path: Path, spiff: FakeSpiff, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The proxy and the worker processes on a namespace of their own; yields the proxy's URL
+    and the taskiq worker command's process."""
+    namespace = new_namespace()
+    env = {
+        "CONNECTOR_PROXY_JOBS_BROKER_URL": BROKER_URL,
+        "CONNECTOR_PROXY_JOBS_REDIS_URL": REDIS_URL,
+        "CONNECTOR_PROXY_JOBS_NAMESPACE": namespace,
+        "CONNECTOR_PROXY_CALLBACK_BASE_URL": spiff.url,
+        "CONNECTOR_PROXY_CALLBACK_API_KEY": CALLBACK_KEY,
+        "CONNECTOR_PROXY_CALLBACK_BACKOFF_BASE": "0.05",
+        "CONNECTOR_PROXY_CALLBACK_BACKOFF_CAP": "0.2",
+        **settings,
+    }
+    port = free_port()
+    ports = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(free_port())}
+    worker_log, proxy_log = tmp_path / "workers.log", tmp_path / "proxy.log"
+    argv = ["-m", "taskiq", "worker", "server.worker:broker", "--workers", str(WORKER_PROCESSES)]
+    try:
+        with (
+            process(argv, env, worker_log) as workers,
+            process(["-m", "server"], {**env, **ports}, proxy_log) as proxy,
+        ):
+            base_url = f"http://127.0.0.1:{port}"
+            wait_for_http(base_url, proxy, proxy_log)
+            wait_for_workers(workers, worker_log, WORKER_PROCESSES)
+            yield base_url, workers
+            stop(proxy, proxy_log)
+            workers.send_signal(signal.SIGTERM)
+            assert workers.wait(timeout=20) == 0, worker_log.read_text()
+        logs = worker_log.read_text() + proxy_log.read_text()
+        assert CALLBACK_KEY not in logs
+        assert "guest:guest" not in logs
+    finally:
+        anyio.run(drop_namespace, namespace)
+
+
+def wait_for_workers(
+    workers: subprocess.Popen[bytes], log: Path, count: int, timeout: float = 20
+) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert workers.poll() is None, f"the workers exited with {workers.returncode}:\n{log.read_text()}"
+        ready = set(READY.findall(log.read_text()))
+        if len(ready) >= count:
+            return ready
+        assert time.monotonic() < deadline, f"{len(ready)} of {count} workers ready:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def post_delay(base_url: str, task_id: str, seconds: int, message: str) -> str:
+    response = httpx.post(
+        f"{base_url}/v1/do/example/Delay",
+        json=spiff_body(task_id, seconds=seconds, message=message),
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["command_response"]["body"]["job_id"])
+
+
+def kill_worker(worker: str) -> int:
+    pid = int(worker.rpartition(":")[2])
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_two_worker_processes_share_the_jobs_and_call_back_once_each(tmp_path):
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff, CONNECTOR_PROXY_JOB_WORKERS="2") as (base_url, _):
+        tasks = {str(uuid.uuid4()): f"job {n}" for n in range(6)}
+        jobs = {post_delay(base_url, task, 1, message): task for task, message in tasks.items()}
+        calls = spiff.wait_for(len(tasks), timeout=30)
+        time.sleep(0.5)
+        assert len(spiff.calls) == len(tasks), "a callback arrived more than once"
+        by_task = {call.path.split("/")[-2]: call.json() for call in calls}
+        assert by_task.keys() == tasks.keys()
+        for task, payload in by_task.items():
+            assert payload["command_response"]["body"] == {"message": tasks[task], "waited_seconds": 1}
+        records = [wait_for_state(base_url, job_id, "delivered") for job_id in jobs]
+        assert {r["attempts"] for r in records} == {1}
+        # Two processes holding two jobs each at most: six one-second jobs need both.
+        assert len({r["worker"] for r in records}) == WORKER_PROCESSES
+        listed: dict[str, Any] = httpx.get(f"{base_url}/v1/jobs", timeout=5).json()
+        assert listed["counts"]["delivered"] == len(tasks)
+
+
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
+    seconds = 3
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff) as (base_url, workers):
+        task = str(uuid.uuid4())
+        job_id = post_delay(base_url, task, seconds, "survived")
+        running = wait_for_state(base_url, job_id, "running")
+        killed = running["worker"]
+        kill_worker(killed)
+
+        (call,) = spiff.wait_for(1, timeout=seconds + 20)
+        job = wait_for_state(base_url, job_id, "delivered")
+        time.sleep(0.5)
+        assert len(spiff.calls) == 1, "the callback arrived more than once"
+        payload = call.json()
+        assert payload["error"] is None
+        assert payload["command_response"]["body"] == {"message": "survived", "waited_seconds": seconds}
+        assert payload["spiff__logs"] == [
+            f"Ran as job {job_id}, attempt 2: the process running an earlier one stopped."
+        ]
+        assert (job["attempts"], job["delivery_attempts"]) == (2, 1)
+        assert job["worker"] != killed
+        assert workers.poll() is None  # taskiq replaces the dead process
+
+
+def test_a_worker_killed_mid_callback_does_not_run_the_command_again(tmp_path):
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff) as (base_url, _):
+        spiff.script("hang")  # the first callback gets no answer
+        job_id = post_delay(base_url, str(uuid.uuid4()), 0, "ran once")
+        spiff.wait_for(1, timeout=20)
+        delivering = wait_for_state(base_url, job_id, "delivering")
+        kill_worker(delivering["worker"])
+
+        first, second = spiff.wait_for(2, timeout=20)
+        job = wait_for_state(base_url, job_id, "delivered")
+        assert second.body == first.body  # the stored envelope, sent again by another worker
+        assert second.json()["command_response"]["body"] == {"message": "ran once", "waited_seconds": 0}
+        assert job["attempts"] == 1  # the command ran once
+        assert job["worker"] != delivering["worker"]
