@@ -1,9 +1,10 @@
 """A fake spiff-arena backend on loopback that records callbacks and answers as a test scripts it.
 
-Each request takes the next scripted answer (then ``default``): ``"200"`` (completed), ``"200:retry"``
-(retry_scheduled), ``"400"`` (not_waiting_for_callback), ``"400:<error_code>"``, ``"401"``,
-``"403"`` (not_authorized), ``"404"``, ``"500"`` (instance locked), ``"drop"`` (the connection is
-closed without an answer), or ``"hang"`` (no answer until the caller goes away, 30 s at most). Answers follow spec §4.4, RFC 7807-style bodies included.
+Each request takes the next scripted answer (then ``default``): ``"200"`` (completed),
+``"200:retry"`` (retry_scheduled), ``"400"`` (not_waiting_for_callback), ``"400:<error_code>"``,
+``"401"``, ``"403"`` (not_authorized), ``"404"``, ``"500"`` (instance locked), ``"drop"`` (the
+connection is closed without an answer), or ``"hang"`` (no answer until the caller goes away,
+30 s at most). Answers follow spec §4.4, RFC 7807-style bodies included.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import anyio
 import pytest
 
 from rest_shim.jobs import BrokerJobs, CallbackDelivery, JobState, NewJob, RedisJobStore, connect_redis
@@ -166,7 +167,7 @@ async def test_a_job_its_shim_never_published_stops_blocking_its_task(store):
     store.abandon_after = 0.0
     stuck, fresh = str(uuid.uuid4()), str(uuid.uuid4())
     await store.submit(stuck, delay_job("task-1"))
-    time.sleep(0.01)
+    await anyio.sleep(0.01)
     replaced = await store.submit(fresh, delay_job("task-1"))
     assert (replaced.job_id, replaced.created) == (fresh, True)
     view = await store.get(stuck)
@@ -176,7 +177,7 @@ async def test_a_job_its_shim_never_published_stops_blocking_its_task(store):
     published, again = str(uuid.uuid4()), str(uuid.uuid4())
     await store.submit(published, delay_job("task-2"))
     await store.published(published)
-    time.sleep(0.01)
+    await anyio.sleep(0.01)
     assert (await store.submit(again, delay_job("task-2"))).job_id == published
 
 
@@ -184,7 +185,7 @@ async def test_views_counts_lists_and_purge(store):
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for n, job_id in enumerate(ids):
         await store.submit(job_id, delay_job(f"task-{n}"))
-        time.sleep(0.002)
+        await anyio.sleep(0.002)
     await store.claim(ids[0], "w:1", command_id="example/Delay", task_id="task-0", created_at=0)
     await store.finish_run(ids[0], "{}")
     await store.record_delivery(ids[0], 2, JobState.DELIVERING, "PUT answered 500")
