@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve serve-grpc serve-shim test lint typecheck gen docs bench clean
+.PHONY: serve serve-grpc serve-shim worker test lint typecheck gen docs bench clean
 
 $(STAMP): pyproject.toml hatch_build.py $(shell find protos -name '*.proto')
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ serve-grpc: $(STAMP)
 ## Run the REST shim alone, in front of CONNECTOR_PROXY_GRPC_TARGETS.
 serve-shim: $(STAMP)
 	$(BIN)/python -m rest_shim
+
+## Run job worker processes for the scale-out mode (README "Scale-out workers").
+WORKERS ?= 2
+worker: $(STAMP)
+	$(BIN)/python -m server --worker --workers $(WORKERS)
 
 ## Regenerate clients/python from protos/ (the install does this too).
 gen: $(STAMP)

@@ -1,17 +1,31 @@
-"""``python -m server`` runs the embedded proxy; ``python -m server --grpc-only`` the gRPC server alone."""
+"""``python -m server`` runs the embedded proxy; ``--grpc-only`` the gRPC server alone;
+``--worker`` job worker processes for the scale-out mode (taskiq's worker command, given any
+further options, e.g. ``--workers 4``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from server.serve import run_embedded, run_grpc
 from server.settings import Settings
 
 parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
-parser.add_argument("--grpc-only", action="store_true", help="serve gRPC only, without the REST shim")
-args = parser.parse_args()
+mode = parser.add_mutually_exclusive_group()
+mode.add_argument("--grpc-only", action="store_true", help="serve gRPC only, without the REST shim")
+mode.add_argument("--worker", action="store_true", help="run job worker processes (broker mode)")
+args, rest = parser.parse_known_args()
 settings = Settings.from_env()
-if args.grpc_only:
+if args.worker:
+    if settings.jobs_broker_url is None:
+        parser.exit(2, "set CONNECTOR_PROXY_JOBS_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)\n")
+    from taskiq.__main__ import main as taskiq_main
+
+    sys.argv = ["taskiq", "worker", "server.worker:broker", *rest]
+    taskiq_main()
+elif rest:
+    parser.error(f"unrecognized arguments: {' '.join(rest)}")
+elif args.grpc_only:
     run_grpc(settings)
 else:
     run_embedded(settings)

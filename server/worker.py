@@ -1,8 +1,9 @@
 """Job worker processes for the scale-out mode, run by taskiq's worker command::
 
-    taskiq worker server.worker:broker --workers 4
+    python -m server --worker --workers 4
 
-(``make worker``.) Each process takes jobs from ``CONNECTOR_PROXY_JOBS_BROKER_URL``, runs them
+(``make worker``; the same as ``taskiq worker server.worker:broker --workers 4`` once the settings
+are checked.) Each process takes jobs from ``CONNECTOR_PROXY_JOBS_BROKER_URL``, runs them
 with the connectors of this checkout (or, with ``CONNECTOR_PROXY_GRPC_TARGETS``, on those gRPC
 servers), and delivers their callbacks. ``CONNECTOR_PROXY_JOB_WORKERS`` jobs run at once in each
 process. The settings are the proxy's; see the README's "Scale-out workers".
@@ -28,9 +29,9 @@ __all__ = ["broker"]
 logger = logging.getLogger(__name__)
 
 settings = Settings.from_env()
-if settings.jobs_broker_url is None:
-    msg = "set CONNECTOR_PROXY_JOBS_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672/) to run job workers"
-    raise SystemExit(msg)
+if settings.jobs_broker_url is None:  # ``python -m server --worker`` says so before starting taskiq
+    msg = "set CONNECTOR_PROXY_JOBS_BROKER_URL to run job workers"
+    raise RuntimeError(msg)
 
 broker = taskiq_broker(settings.jobs_broker_url, settings.jobs_namespace, prefetch=settings.job_workers)
 worker = broker_worker(settings)

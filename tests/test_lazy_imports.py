@@ -21,3 +21,20 @@ def test_discovery_imports_no_connector_sdk():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]", f"imported by discovery: {result.stdout.strip()}"
+
+
+BROKER = ("taskiq", "taskiq_aio_pika", "aio_pika", "redis", "pydantic")
+
+
+def test_the_embedded_proxy_imports_no_broker_library():
+    """The scale-out mode's libraries load only when CONNECTOR_PROXY_JOBS_BROKER_URL is set."""
+    code = (
+        "from server._registry import discover; from server.serve import build_embedded_app; "
+        "from server.settings import Settings; "
+        "build_embedded_app(Settings.from_env({}), discover(['connectors'])); import sys; "
+        f"print(sorted(m for m in {BROKER!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", f"imported by the embedded proxy: {result.stdout.strip()}"

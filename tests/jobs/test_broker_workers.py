@@ -1,5 +1,5 @@
 """Scale-out with real processes: the proxy (``python -m server`` in broker mode) and two worker
-processes (``taskiq worker server.worker:broker --workers 2``) on the machine's RabbitMQ and
+processes (``python -m server --worker --workers 2``, taskiq's worker command) on the machine's RabbitMQ and
 Redis. The workers share the load; a worker killed with SIGKILL mid-run or mid-callback loses
 nothing, and the callback arrives once."""
 
@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from tests.jobs.conftest import CALLBACK_KEY, spiff_body
 from tests.jobs.fake_spiff import FakeSpiff
 from tests.jobs.test_restart import wait_for_state
 from tests.ports import free_port
-from tests.test_process import process, stop, wait_for_http
+from tests.test_process import ROOT, process, stop, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def scaled_out(
     port = free_port()
     ports = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(free_port())}
     worker_log, proxy_log = tmp_path / "workers.log", tmp_path / "proxy.log"
-    argv = ["-m", "taskiq", "worker", "server.worker:broker", "--workers", str(WORKER_PROCESSES)]
+    argv = ["-m", "server", "--worker", "--workers", str(WORKER_PROCESSES)]
     try:
         with (
             process(argv, env, worker_log) as workers,
@@ -160,3 +161,16 @@ def test_a_worker_killed_mid_callback_does_not_run_the_command_again(tmp_path):
         assert second.json()["command_response"]["body"] == {"message": "ran once", "waited_seconds": 0}
         assert job["attempts"] == 1  # the command ran once
         assert job["worker"] != delivering["worker"]
+
+
+def test_workers_need_a_broker_url():
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--worker"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_PROXY_")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "set CONNECTOR_PROXY_JOBS_BROKER_URL" in result.stderr

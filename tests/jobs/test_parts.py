@@ -11,9 +11,12 @@ from spiff.proxy.v1 import jobs_pb2, jobs_pb2_grpc
 
 from rest_shim import Catalogue, fetch_services
 from rest_shim.jobs import (
+    BrokerJobs,
     CallbackDelivery,
+    EmbeddedJobs,
     NewJob,
     embedded_jobs,
+    job_backend,
     jobs_service,
     prefers_async,
     split_proxy_options,
@@ -171,11 +174,37 @@ def test_settings_defaults_and_overrides(tmp_path):
             {"CONNECTOR_PROXY_CALLBACK_BACKOFF_BASE": "5", "CONNECTOR_PROXY_CALLBACK_BACKOFF_CAP": "1"},
             "CONNECTOR_PROXY_CALLBACK_BACKOFF_CAP",
         ),
+        ({"CONNECTOR_PROXY_JOB_RUN_ATTEMPTS": "0"}, "CONNECTOR_PROXY_JOB_RUN_ATTEMPTS"),
+        ({"CONNECTOR_PROXY_JOBS_BROKER_URL": "redis://u:pw@h/0"}, "must be a amqp:// or amqps:// URL"),
+        ({"CONNECTOR_PROXY_JOBS_REDIS_URL": "http://u:pw@h/"}, "CONNECTOR_PROXY_JOBS_REDIS_URL"),
+        ({"CONNECTOR_PROXY_JOBS_NAMESPACE": "a b"}, "CONNECTOR_PROXY_JOBS_NAMESPACE"),
+        ({"CONNECTOR_PROXY_JOBS_NAMESPACE": "a:b"}, "CONNECTOR_PROXY_JOBS_NAMESPACE"),
     ],
 )
 def test_settings_mistakes_stop_start_up(env, complaint):
-    with pytest.raises(ValueError, match=complaint):
+    with pytest.raises(ValueError, match=complaint) as raised:
         Settings.from_env(env)
+    assert ":pw@" not in str(raised.value)  # a URL's password is never echoed
+
+
+def test_broker_settings_choose_the_backend():
+    assert isinstance(job_backend(Settings.from_env({})), EmbeddedJobs)
+    settings = Settings.from_env(
+        {
+            "CONNECTOR_PROXY_JOBS_BROKER_URL": "amqp://user:broker-pw@rabbit:5672/vhost",
+            "CONNECTOR_PROXY_JOBS_REDIS_URL": "redis://:redis-pw@cache:6379/2",
+            "CONNECTOR_PROXY_JOBS_NAMESPACE": "team-a.jobs",
+            "CONNECTOR_PROXY_JOB_RUN_ATTEMPTS": "5",
+        }
+    )
+    assert (settings.jobs_namespace, settings.job_run_attempts) == ("team-a.jobs", 5)
+    assert "broker-pw" not in repr(settings)
+    assert "redis-pw" not in repr(settings)
+    backend = job_backend(settings)
+    assert isinstance(backend, BrokerJobs)
+    assert (backend.broker_url, backend.redis_url) == (settings.jobs_broker_url, settings.jobs_redis_url)
+    assert "pw" not in repr(backend)
+    assert Settings.from_env({}).jobs_redis_url == "redis://127.0.0.1:6379/0"
 
 
 @pytest.mark.anyio
