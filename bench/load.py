@@ -27,6 +27,7 @@ __all__ = [
     "ensure_wrk",
     "percentile",
     "run_grpc",
+    "run_jobs",
 ]
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -199,6 +200,26 @@ def run_grpc(target: str, concurrency: int, duration: float, message: str) -> Lo
     argv += ["-c", str(concurrency), "-d", f"{duration:g}", "--message", message]
     stdout, cpu = _run_child(argv, timeout=duration + 60)
     return _parse_json_result(stdout, cpu)
+
+
+def run_jobs(
+    port: int, receiver_port: int, connections: int, duration: float, latency_duration: float
+) -> dict[str, Any]:
+    """``python -m bench.jobs_load`` against the proxy on ``port``: its result (see that module).
+
+    The callback URLs it sends name the receiver on ``receiver_port``.
+    """
+    argv = [PYTHON, "-m", "bench.jobs_load", "--port", str(port), "--receiver-port", str(receiver_port)]
+    argv += ["--callback-base", f"http://127.0.0.1:{receiver_port}", "-c", str(connections)]
+    argv += ["-d", f"{duration:g}", "--latency-duration", f"{latency_duration:g}"]
+    # The drain gives up after 30 s without a callback; whatever it waits for before that counts.
+    stdout, _ = _run_child(argv, timeout=duration + latency_duration + 600)
+    for line in stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line.removeprefix(RESULT_PREFIX))
+            return result
+    msg = f"no result line in the jobs load generator's output:\n{stdout}"
+    raise RuntimeError(msg)
 
 
 def ensure_wrk(allow_install: bool = True) -> tuple[str | None, str]:
