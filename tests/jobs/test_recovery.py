@@ -48,6 +48,25 @@ async def test_a_job_left_running_runs_again_at_start(make_app, make_jobs, jobs_
     ]
 
 
+async def test_a_job_that_keeps_stopping_the_proxy_is_given_up(make_app, make_jobs, jobs_db, spiff):
+    store = JobStore(jobs_db)
+    await store.open()
+    submitted = await store.call(store.submit, delay_job(seconds=3600))
+    for _ in range(2):  # two processes died running it
+        assert await store.call(store.claim) is not None
+        await store.call(store.requeue_running)
+    await store.close()
+
+    async with running(make_app(jobs=make_jobs(run_attempts=2))) as client:
+        (call,) = await callbacks(spiff, 1)
+        job = await job_in(client, submitted.job_id, "delivered")
+    assert job["attempts"] == 3
+    payload = call.json()
+    assert payload["error"]["error_code"] == "JobAbandoned"
+    assert (payload["command_response"]["http_status"], payload["command_response"]["body"]) == (500, None)
+    assert "started 2 times" in payload["error"]["message"]
+
+
 async def test_a_job_left_delivering_resumes_its_callback(make_app, make_jobs, jobs_db, spiff):
     envelope = json.dumps({"command_response": {"body": {"kept": True}}, "command_response_version": 2})
     store = JobStore(jobs_db)
