@@ -5,4 +5,9 @@ Starlette floor with the same uvicorn settings, and a local HTTP target), drives
 with ``wrk -t1`` (a Python async client for gRPC), and reports medians of interleaved
 rounds as ratios against the floor measured in the same run; see
 ``/work/shared/spec/perf-notes.md`` for the method and the anchors.
+
+Then the jobs benchmark (``bench.jobs``; ``--no-jobs`` skips it): long-running commands in the
+embedded job mode and the broker mode (RabbitMQ, Redis and taskiq workers; skipped when they are
+not reachable, or with ``--no-broker``), interleaved over the same rounds and reported as ratios
+broker / embedded.
 """

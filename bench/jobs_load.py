@@ -110,9 +110,7 @@ async def _take(receiver: aiohttp.ClientSession, tasks: list[str]) -> tuple[dict
     return arrivals, bad
 
 
-def _callback_counts(
-    accepted: list[str], arrivals: dict[str, list[float]], bad: set[str]
-) -> dict[str, int]:
+def _callback_counts(accepted: list[str], arrivals: dict[str, list[float]], bad: set[str]) -> dict[str, int]:
     """Each accepted job must be called back exactly once, with a good callback, and no other job."""
     accepted_set = set(accepted)
     return {

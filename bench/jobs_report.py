@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FIGURES", "JobModeRuns", "JobRound", "JobsReport"]
+__all__ = ["FIGURES", "Figure", "JobModeRuns", "JobRound", "JobsReport"]
 
 CALLBACK_PROBLEMS = ("missing", "duplicates", "bad", "unexpected")
 
@@ -58,12 +59,21 @@ class JobRound:
         return {"latency": self.latency, "burst": self.burst}
 
 
-# The figures reported per mode: (key, column heading, the value of one round).
-FIGURES: tuple[tuple[str, str, Callable[[JobRound], float]], ...] = (
-    ("accepted_rps", "accepted/s", lambda r: r.accepted_rps),
-    ("drained_rps", "drained/s", lambda r: r.drained_rps),
-    ("callback_p50_ms", "callback p50 ms", lambda r: r.p50_ms),
-    ("callback_p99_ms", "callback p99 ms", lambda r: r.p99_ms),
+@dataclass(frozen=True)
+class Figure:
+    """One figure reported per mode: its JSON key, column heading, format, and value in one round."""
+
+    key: str
+    heading: str
+    fmt: str
+    value: Callable[[JobRound], float]
+
+
+FIGURES = (
+    Figure("accepted_rps", "accepted/s", ",.0f", lambda r: r.accepted_rps),
+    Figure("drained_rps", "drained/s", ",.0f", lambda r: r.drained_rps),
+    Figure("callback_p50_ms", "callback p50 ms", ".2f", lambda r: r.p50_ms),
+    Figure("callback_p99_ms", "callback p99 ms", ".2f", lambda r: r.p99_ms),
 )
 
 
@@ -75,9 +85,8 @@ class JobModeRuns:
     label: str
     rounds: list[JobRound] = field(default_factory=list)
 
-    def median(self, key: str) -> float:
-        value = _figure(key)
-        return statistics.median(value(r) for r in self.rounds) if self.rounds else 0.0
+    def median(self, figure: Figure) -> float:
+        return statistics.median(figure.value(r) for r in self.rounds) if self.rounds else 0.0
 
     @property
     def errors(self) -> int:
@@ -99,17 +108,16 @@ class JobModeRuns:
         wrong = [f"{count} {kind}" for kind, count in self.problems().items() if count]
         return f"{self.delivered}/{self.accepted} " + (", ".join(wrong) if wrong else "once each")
 
-    def ratio_to(self, baseline: JobModeRuns, key: str) -> float:
+    def ratio_to(self, baseline: JobModeRuns, figure: Figure) -> float:
         """Median over rounds of this mode's figure over the baseline's in the same round."""
-        value = _figure(key)
         pairs = zip(self.rounds, baseline.rounds, strict=False)
-        ratios = [value(mine) / value(base) for mine, base in pairs if value(base)]
+        ratios = [figure.value(mine) / figure.value(base) for mine, base in pairs if figure.value(base)]
         return statistics.median(ratios) if ratios else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label,
-            **{key: round(self.median(key), 3) for key, _, _ in FIGURES},
+            **{figure.key: round(self.median(figure), 3) for figure in FIGURES},
             "errors": self.errors,
             "accepted": self.accepted,
             "delivered": self.delivered,
@@ -118,18 +126,13 @@ class JobModeRuns:
         }
 
 
-def _figure(key: str) -> Callable[[JobRound], float]:
-    for name, _, value in FIGURES:
-        if name == key:
-            return value
-    msg = f"no such jobs figure: {key}"
-    raise KeyError(msg)
-
-
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -147,53 +150,50 @@ class JobsReport:
     notes: list[str] = field(default_factory=list)
 
     def ratios(self) -> dict[str, float] | None:
-        """broker / embedded for each figure (medians of per-round ratios), when both ran."""
+        """broker / embedded for each figure, by key (medians of per-round ratios), when both ran."""
         broker, embedded = self.modes.get("broker"), self.modes.get("embedded")
         if broker is None or embedded is None or not broker.rounds or not embedded.rounds:
             return None
-        return {key: broker.ratio_to(embedded, key) for key, _, _ in FIGURES}
+        return {figure.key: broker.ratio_to(embedded, figure) for figure in FIGURES}
 
-    def text(self) -> str:
-        header = ("jobs: mode", *(heading for _, heading, _ in FIGURES), "errors", "callbacks")
+    def rows(self) -> list[Sequence[str]]:
+        """The table's rows: each mode's medians, the ratios, the skipped modes."""
         rows: list[Sequence[str]] = []
         for runs in self.modes.values():
-            figures = [runs.median(key) for key, _, _ in FIGURES]
-            rows.append(
-                (
-                    runs.label,
-                    f"{figures[0]:,.0f}",
-                    f"{figures[1]:,.0f}",
-                    f"{figures[2]:.2f}",
-                    f"{figures[3]:.2f}",
-                    str(runs.errors),
-                    runs.callbacks_text(),
-                )
-            )
+            figures = [format(runs.median(f), f.fmt) for f in FIGURES]
+            rows.append((runs.label, *figures, str(runs.errors), runs.callbacks_text()))
         ratios = self.ratios()
         if ratios is not None:
-            rows.append(("broker / embedded", *(f"{ratios[key]:.2f}x" for key, _, _ in FIGURES), "", ""))
-        for mode, why in self.skipped.items():
-            rows.append((mode, "skipped", *([""] * (len(header) - 2))))
-        c, burst, latency = self.config["connections"], self.config["burst_s"], self.config["latency_s"]
-        legend = [
-            "",
-            f"POST /v1/do/example/Delay (0 s), answered 202; its result PUT to the bench's callback receiver "
-            f"(a process of its own). accepted/s: 202s per second, c={c} for {burst:g} s; drained/s: those",
-            "jobs over the first POST to the last callback; callback p50/p99: POST to the callback's "
-            f"arrival, one job at a time for {latency:g} s. Medians of {self.config['rounds']} "
-            "round(s); broker / embedded: median of",
-            "the per-round ratios (for latencies, above 1x means the broker mode is slower). "
-            f"embedded: {self.config['embedded_job_workers']} job workers in the proxy; broker: "
-            f"{self.config['broker_worker_processes']} taskiq worker processes x "
-            f"{self.config['broker_jobs_per_process']} jobs.",
-        ]
+            rows.append(("broker / embedded", *(f"{ratios[f.key]:.2f}x" for f in FIGURES), "", ""))
+        for mode in self.skipped:
+            rows.append((mode, "skipped", *([""] * (len(FIGURES) + 1))))
+        return rows
+
+    def legend(self) -> str:
+        config = self.config
+        return textwrap.fill(
+            f"accepted/s: 202s per second to POST /v1/do/example/Delay (0 s) at c={config['connections']} "
+            f"for {config['burst_s']:g} s; drained/s: those jobs over the time from the first POST to the "
+            "last callback; callback p50/p99: from the POST to the callback's arrival at the bench's "
+            f"receiver (a process of its own), one job at a time for {config['latency_s']:g} s; callbacks: "
+            "jobs called back / jobs answered 202, and whether each was called back exactly once. "
+            f"Medians of {config['rounds']} round(s); broker / embedded: median of the per-round ratios "
+            "(for a latency, above 1x means the broker mode is slower). embedded: "
+            f"{config['embedded_job_workers']} job workers in the proxy; broker: "
+            f"{config['broker_worker_processes']} taskiq worker processes x "
+            f"{config['broker_jobs_per_process']} jobs each, RabbitMQ and Redis on this machine.",
+            width=100,
+        )
+
+    def text(self) -> str:
+        header = ("jobs: mode", *(f.heading for f in FIGURES), "errors", "callbacks")
         notes = [f"jobs {mode} mode skipped: {why}" for mode, why in self.skipped.items()]
         if self.stray_callbacks:
             notes.append(
                 f"{self.stray_callbacks} callback(s) arrived after their round was counted (late duplicates)"
             )
         notes += self.notes
-        return "\n".join([*_table(header, rows), *legend, *([""] + notes if notes else [])])
+        return "\n".join([*_table(header, self.rows()), "", self.legend(), *(["", *notes] if notes else [])])
 
     def to_json(self) -> dict[str, Any]:
         ratios = self.ratios()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.jobs_report import JobsReport
 from bench.load import LoadResult
 
 __all__ = ["Report", "Scenario", "ScenarioRuns", "Target", "Verdict"]
@@ -155,6 +156,7 @@ class Report:
     idle_rss_mib: float | None = None
     rss_after_mib: float | None = None
     startup_s: dict[str, list[float]] = field(default_factory=dict)
+    jobs: JobsReport | None = None  # None with --no-jobs
 
     def baseline(self, runs: ScenarioRuns) -> ScenarioRuns | None:
         key = runs.scenario.baseline
@@ -268,6 +270,8 @@ class Report:
             out.append(
                 f"start to first 200 ({system}): median {statistics.median(samples):.3f} s of [{shown}]"
             )
+        if self.jobs is not None:
+            out += ["", self.jobs.text()]
         out.append("")
         out.append("targets:")
         for goal in self.verdict().targets:
@@ -303,6 +307,7 @@ class Report:
                 }
                 for t in self.verdict().targets
             ],
+            "jobs": None if self.jobs is None else self.jobs.to_json(),
             "notes": self.notes,
         }
 

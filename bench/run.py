@@ -18,6 +18,8 @@ from types import FrameType
 from typing import Any
 
 from bench.apps import TARGET_BODY
+from bench.jobs import DEFAULT_BROKER_URL, DEFAULT_REDIS_URL, JobsOptions, measure_jobs
+from bench.jobs_report import JobsReport
 from bench.load import HttpLoad, LoadResult, PyLoad, Wrk, ensure_wrk, run_grpc
 from bench.procs import PYTHON, ROOT, Proc, Procs, clean_env, cpu_seconds, free_ports, http_request, rss_mib
 from bench.report import Report, Scenario, ScenarioRuns
@@ -33,7 +35,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmarks the embedded proxy against a bare-Starlette floor in interleaved rounds.",
+        description="Benchmarks the embedded proxy against a bare-Starlette floor in interleaved rounds, "
+        "then long-running jobs in the embedded and the broker job modes.",
     )
     parser.add_argument("--duration", type=int, default=3, help="whole seconds of each load run (default 3)")
     parser.add_argument(
@@ -53,6 +56,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="auto: wrk, installed with apt-get when missing (as root), else the Python fallback",
     )
     parser.add_argument("--no-install", action="store_true", help="never run apt-get to install wrk")
+    parser.add_argument(
+        "--no-jobs",
+        action="store_true",
+        help="skip the jobs benchmark (long-running commands, both job modes)",
+    )
+    parser.add_argument(
+        "--no-broker",
+        action="store_true",
+        help="jobs in the embedded mode only (the broker mode is skipped anyway when RabbitMQ or Redis "
+        "is not reachable)",
+    )
+    parser.add_argument(
+        "--jobs-broker-url",
+        default=DEFAULT_BROKER_URL,
+        help=f"RabbitMQ for the broker mode (default {DEFAULT_BROKER_URL})",
+    )
+    parser.add_argument(
+        "--jobs-redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"Redis for the broker mode (default {DEFAULT_REDIS_URL})",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
@@ -256,6 +280,10 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
         f"load generator: {loadgen}; {args.rounds} rounds x {n_scenarios} scenarios "
         f"x 2 runs of {args.duration:g} s"
     )
+    if not args.no_jobs:
+        # Per mode and round: the latency phase, the burst, and its drain (about as long again).
+        job_modes = 1 if args.no_broker else 2
+        estimate += job_modes * (args.rounds * 4 * args.duration + 3 * args.warmup) + 15
     _say(f"this takes about {estimate / 60:.1f} min\n")
 
     do_file = tmp / "do.json"
@@ -337,6 +365,7 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
                 )
     time.sleep(0.5)
     rss_after = rss_mib(proxy.pid)
+    jobs = None if args.no_jobs else _measure_jobs(args, procs)
 
     if any(r.errors for r in runs.values()):
         notes.append("some runs had errors (non-2xx, timeouts or socket errors); see the errors column")
@@ -361,7 +390,23 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
         idle_rss_mib=idle_rss,
         rss_after_mib=rss_after,
         startup_s=startup,
+        jobs=jobs,
     )
+
+
+def _measure_jobs(args: argparse.Namespace, procs: Procs) -> JobsReport:
+    modes = "the embedded mode" if args.no_broker else "the embedded and the broker modes"
+    _say(f"\njobs: POST /v1/do/example/Delay in {modes}, {args.rounds} rounds")
+    options = JobsOptions(
+        connections=args.connections,
+        duration=args.duration,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        broker=not args.no_broker,
+        broker_url=args.jobs_broker_url,
+        redis_url=args.jobs_redis_url,
+    )
+    return measure_jobs(options, procs, _say)
 
 
 def _proxy_http(procs: Procs) -> tuple[Proc, int]:
