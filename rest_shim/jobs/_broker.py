@@ -43,6 +43,7 @@ __all__ = ["TASK_NAME", "BrokerJobs", "BrokerWorker", "connect_redis", "taskiq_b
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "spiff_connector_proxy.run_job"
+_PURGE_EVERY = 3600.0
 
 
 def taskiq_broker(url: str, namespace: str, *, prefetch: int) -> AsyncBroker:
@@ -126,6 +127,7 @@ class BrokerJobs:
         self.publish_timeout = publish_timeout
         self._broker: AsyncBroker | None = None
         self._store: RedisJobStore | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"BrokerJobs(namespace={self.namespace!r})"  # the URLs may hold passwords
@@ -143,7 +145,7 @@ class BrokerJobs:
         try:
             await redis.ping()
             self._store = RedisJobStore(redis, self.namespace)
-            purged = await self._store.purge(time.time() - self.retention)
+            await self._purge()
             broker = taskiq_broker(self.broker_url, self.namespace, prefetch=1)
             await broker.startup()
         except BaseException:
@@ -151,8 +153,7 @@ class BrokerJobs:
             self._store = None
             raise
         self._broker = broker
-        if purged:
-            logger.info("deleted %d finished job(s) older than the retention", purged)
+        self._housekeeping = asyncio.create_task(self._purge_periodically(), name="job-purge")
         logger.info(
             "jobs go to the broker (namespace %s); jobs %s",
             self.namespace,
@@ -160,12 +161,34 @@ class BrokerJobs:
         )
 
     async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
         if self._broker is not None:
             await self._broker.shutdown()
             self._broker = None
         if self._store is not None:
             await self._store.redis.aclose()
             self._store = None
+
+    async def _purge(self) -> None:
+        """Deletes finished jobs past the retention (every proxy does; the work is idempotent)."""
+        purged, batch = 0, -1
+        while batch != 0:
+            batch = await self.store.purge(time.time() - self.retention)
+            purged += batch
+        if purged:
+            logger.info("deleted %d finished job(s) older than the retention", purged)
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_PURGE_EVERY)
+            try:
+                await self._purge()
+            except _redis_errors():
+                logger.exception("could not delete old jobs")
 
     def callback_problem(self, url: str) -> str | None:
         return self.delivery.problem(url)
@@ -261,6 +284,11 @@ class BrokerWorker:
         self._specs = {spec.full_method: spec for spec in catalogue.commands.values()}
         self._invoker = invoker
         await self.delivery.start()
+        if not self.delivery.credential:
+            logger.warning(
+                "no callback credential is configured (CONNECTOR_PROXY_CALLBACK_API_KEY or "
+                "CONNECTOR_PROXY_CALLBACK_BEARER_TOKEN): spiff-arena refuses anonymous callbacks with 403"
+            )
         logger.info("job worker %s ready: %d commands", self.name, len(self._specs))
 
     async def close(self) -> None:
