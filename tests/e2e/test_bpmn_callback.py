@@ -1,6 +1,7 @@
 """End to end, long-running: a BPMN service task calls ``example/Delay`` on the real proxy process,
 waits on the 202 (STARTED, the instance waiting), and resumes when the proxy's callback arrives,
-with the result in its variable as spiff-arena's callback route puts it (spec §3.3, §4)."""
+with the result in its variable as spiff-arena's callback route puts it (spec §3.3, §4). Once with
+the embedded job runner, once scaled out (the proxy and two worker processes on RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +17,8 @@ import httpx
 import pytest
 from SpiffWorkflow.spiff.specs.defaults import ServiceTask
 from SpiffWorkflow.util.task import TaskState
+
+from tests.jobs.test_broker_workers import scaled_out
 
 from .backend_rules import BackendScriptEngine, BackendServiceDelegate, load_workflow
 from .test_bpmn import DIAGRAMS
@@ -60,10 +64,19 @@ class CallbackBackend:
         return 200, {"ok": True, "status": "completed", "process_instance_id": 42}
 
 
+@pytest.fixture(params=["embedded", "broker"])
+def jobs_proxy_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "embedded":
+        yield request.getfixturevalue("proxy_process").url
+        return
+    with scaled_out(tmp_path, None, NO_PROXY="127.0.0.1,localhost") as (url, _):
+        yield url
+
+
 @pytest.fixture
-def callback_backend(proxy_process) -> Iterator[tuple[CallbackBackend, str]]:
+def callback_backend(jobs_proxy_url: str) -> Iterator[tuple[CallbackBackend, str]]:
     with httpx.Client(trust_env=False) as client:
-        backend = CallbackBackend(BackendServiceDelegate(proxy_process.url, client))
+        backend = CallbackBackend(BackendServiceDelegate(jobs_proxy_url, client))
 
         class Handler(BaseHTTPRequestHandler):
             def do_PUT(self) -> None:

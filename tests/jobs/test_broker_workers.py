@@ -36,21 +36,23 @@ READY = re.compile(r"job worker (\S+:\d+) ready")
 
 @contextlib.contextmanager
 def scaled_out(
-    tmp_path: Path, spiff: FakeSpiff, **settings: str
+    tmp_path: Path, spiff: FakeSpiff | None, **settings: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The proxy and the worker processes on a namespace of their own; yields the proxy's URL
-    and the taskiq worker command's process."""
+    """The proxy and the worker processes on a namespace of their own, calling back ``spiff``
+    with a credential (or, without it, wherever the callback URL says); yields the proxy's URL
+    and the worker command's process."""
     namespace = new_namespace()
     env = {
         "CONNECTOR_PROXY_JOBS_BROKER_URL": BROKER_URL,
         "CONNECTOR_PROXY_JOBS_REDIS_URL": REDIS_URL,
         "CONNECTOR_PROXY_JOBS_NAMESPACE": namespace,
-        "CONNECTOR_PROXY_CALLBACK_BASE_URL": spiff.url,
-        "CONNECTOR_PROXY_CALLBACK_API_KEY": CALLBACK_KEY,
         "CONNECTOR_PROXY_CALLBACK_BACKOFF_BASE": "0.05",
         "CONNECTOR_PROXY_CALLBACK_BACKOFF_CAP": "0.2",
         **settings,
     }
+    if spiff is not None:
+        env["CONNECTOR_PROXY_CALLBACK_BASE_URL"] = spiff.url
+        env["CONNECTOR_PROXY_CALLBACK_API_KEY"] = CALLBACK_KEY
     port = free_port()
     ports = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(free_port())}
     worker_log, proxy_log = tmp_path / "workers.log", tmp_path / "proxy.log"
