@@ -76,6 +76,7 @@ def connect_redis(url: str, *, retries: int) -> Redis:
         retry=Retry(ExponentialWithJitterBackoff(cap=10.0, base=0.1), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         socket_connect_timeout=5.0,
+        socket_timeout=10.0,  # a Redis that stops answering is an error (and retried), not a hang
         health_check_interval=30,
     )
 

@@ -66,11 +66,13 @@ class InProcessBroker:
         job_timeout: float = 3600.0,
         run_attempts: int = 3,
         namespace: str | None = None,
+        redis_url: str = REDIS_URL,
     ) -> None:
         self.namespace = namespace or new_namespace()
-        self.shim = BrokerJobs(BROKER_URL, REDIS_URL, self.namespace, CallbackDelivery(**delivery))
+        self.shim = BrokerJobs(BROKER_URL, redis_url, self.namespace, CallbackDelivery(**delivery))
+        # As in a worker process (rest_shim.jobs.broker_worker): Redis outages are waited out.
         self.worker = BrokerWorker(
-            RedisJobStore(connect_redis(REDIS_URL, retries=3), self.namespace),
+            RedisJobStore(connect_redis(redis_url, retries=-1), self.namespace),
             CallbackDelivery(**delivery),
             job_timeout=job_timeout,
             run_attempts=run_attempts,
