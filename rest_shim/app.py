@@ -19,7 +19,15 @@ from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._openapi import openapi_document
 from rest_shim._reply import render_reply
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
-from rest_shim.jobs import JobBackend, JobState, JobsUnavailable, NewJob, prefers_async, split_proxy_options
+from rest_shim.jobs import (
+    CannotRedeliver,
+    JobBackend,
+    JobState,
+    JobsUnavailable,
+    NewJob,
+    prefers_async,
+    split_proxy_options,
+)
 from server import json_values
 from server.invocation import Invoker
 
@@ -269,6 +277,23 @@ class ProxyEndpoints:
             return _reply(404, _plain_error("JobNotFound", f"There is no job {job_id!r}."))
         return _reply(200, view.to_json())
 
+    async def job_redeliver(self, request: Request) -> Response:
+        """``POST /v1/jobs/{job_id}/redeliver``: send a failed job's callback again."""
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        if self.jobs is None:
+            return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
+        job_id = request.path_params["job_id"]
+        try:
+            view = await self.jobs.redeliver(job_id)
+        except CannotRedeliver as exc:
+            return _reply(409, _plain_error("JobNotRedeliverable", str(exc)))
+        except JobsUnavailable as exc:
+            return _reply(503, _plain_error("JobsUnavailable", f"The job cannot be delivered again: {exc}."))
+        if view is None:
+            return _reply(404, _plain_error("JobNotFound", f"There is no job {job_id!r}."))
+        return _reply(202, view.to_json())
+
     async def job_list(self, request: Request) -> Response:
         """``GET /v1/jobs?state=&limit=``: the newest jobs, and the number in each state."""
         if not self._authorized(request):
@@ -380,6 +405,7 @@ def create_app(
         Route("/v1/auths", endpoints.auths),
         Route("/v1/jobs", endpoints.job_list),
         Route("/v1/jobs/{job_id}", endpoints.job),
+        Route("/v1/jobs/{job_id}/redeliver", endpoints.job_redeliver, methods=["POST"]),
         Route("/openapi.json", endpoints.openapi),
         Route("/v1/typeahead/{category}", endpoints.typeahead),
         Route("/liveness", endpoints.liveness),

@@ -14,7 +14,15 @@ from rest_shim.jobs._broker import BrokerJobs, BrokerWorker, connect_redis, task
 from rest_shim.jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
 from rest_shim.jobs._grpc import JobsServicer, jobs_service
 from rest_shim.jobs._lifecycle import run_job
-from rest_shim.jobs._model import JobBackend, JobState, JobsUnavailable, JobView, NewJob, Submitted
+from rest_shim.jobs._model import (
+    CannotRedeliver,
+    JobBackend,
+    JobState,
+    JobsUnavailable,
+    JobView,
+    NewJob,
+    Submitted,
+)
 from rest_shim.jobs._redis_store import RedisJobStore
 from rest_shim.jobs._request import PROXY_PREFIX, ProxyOptions, prefers_async, split_proxy_options
 from rest_shim.jobs._runner import EmbeddedJobs
@@ -25,6 +33,7 @@ __all__ = [
     "BrokerJobs",
     "BrokerWorker",
     "CallbackDelivery",
+    "CannotRedeliver",
     "EmbeddedJobs",
     "JobBackend",
     "JobState",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim.jobs._delivery import CallbackDelivery
 from rest_shim.jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
-from rest_shim.jobs._model import JobState, JobsUnavailable, JobView, NewJob, Submitted
+from rest_shim.jobs._model import CannotRedeliver, JobState, JobsUnavailable, JobView, NewJob, Submitted
 from rest_shim.jobs._redis_store import RedisJobStore
 from server.invocation import Invoker
 
@@ -243,6 +243,25 @@ class BrokerJobs:
         with _store_unavailable():
             return await self.store.get(job_id)
 
+    async def redeliver(self, job_id: str) -> JobView | None:
+        with _store_unavailable():
+            outcome = await self.store.redeliver(job_id)
+        if isinstance(outcome, str):
+            raise CannotRedeliver(outcome)
+        if outcome is None:
+            return None
+        job, created_at = outcome
+        try:
+            await asyncio.wait_for(self.publish(job_id, job, created_at), self.publish_timeout)
+        except Exception as exc:
+            detail = f"its message could not be published again: {type(exc).__name__}"
+            with contextlib.suppress(*_redis_errors()):
+                await self.store.record_delivery(job_id, 0, JobState.FAILED, f"Redelivery failed: {detail}.")
+            msg = f"the job broker (RabbitMQ) did not take the job: {type(exc).__name__}"
+            raise JobsUnavailable(msg) from exc
+        logger.info("job %s (%s): its callback is sent again", job_id, job.command_id)
+        return await self.get(job_id)
+
     async def list(self, state: JobState | None, limit: int) -> list[JobView]:
         with _store_unavailable():
             return await self.store.list(state, limit)
@@ -334,9 +353,8 @@ class BrokerWorker:
         if self._invoker is None:
             msg = "BrokerWorker.start() was not called"
             raise RuntimeError(msg)
-        claim = await self.store.claim(
-            job_id, self.name, command_id=command_id, task_id=task_id, created_at=created_at
-        )
+        job = NewJob(command, command_id, b"", callback_url, task_id or None)
+        claim = await self.store.claim(job_id, self.name, job, created_at)
         if claim.state in (JobState.DELIVERED, JobState.FAILED):
             logger.info("job %s (%s) is %s already; nothing to do", job_id, command_id, claim.state.value)
             return

@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from spiff.proxy.v1 import jobs_pb2, jobs_pb2_grpc
 
-from rest_shim.jobs._model import JobBackend, JobState, JobsUnavailable, JobView
+from rest_shim.jobs._model import CannotRedeliver, JobBackend, JobState, JobsUnavailable, JobView
 from server.app import ExtraService
 
 __all__ = ["JobsServicer", "jobs_service"]
@@ -57,6 +57,20 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"There is no job {request.id!r}.")
         assert view is not None  # noqa: S101 - abort raises
         return jobs_pb2.GetJobResponse(job=job_message(view))
+
+    async def RedeliverJob(  # noqa: N802
+        self, request: jobs_pb2.RedeliverJobRequest, context: Any
+    ) -> jobs_pb2.RedeliverJobResponse:
+        try:
+            view = await self.jobs.redeliver(request.id) if request.id else None
+        except CannotRedeliver as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except JobsUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"The job cannot be delivered again: {exc}.")
+        if view is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"There is no job {request.id!r}.")
+        assert view is not None  # noqa: S101 - abort raises
+        return jobs_pb2.RedeliverJobResponse(job=job_message(view))
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Any) -> jobs_pb2.ListJobsResponse:  # noqa: N802
         state = _FROM_PROTO.get(request.state)

@@ -19,12 +19,17 @@ if TYPE_CHECKING:
     from rest_shim._catalog import Catalogue
     from server.invocation import Invoker
 
-__all__ = ["JobBackend", "JobState", "JobView", "JobsUnavailable", "NewJob", "Submitted"]
+__all__ = ["CannotRedeliver", "JobBackend", "JobState", "JobView", "JobsUnavailable", "NewJob", "Submitted"]
 
 
 class JobsUnavailable(Exception):
     """The backend's services (broker, store) cannot be reached: the request is answered 503
     ``JobsUnavailable`` and nothing was accepted."""
+
+
+class CannotRedeliver(Exception):
+    """The job cannot be delivered again; the message says why (it is not ``failed``, its command
+    never ran, or its task has another pending job)."""
 
 
 class JobState(enum.StrEnum):
@@ -128,4 +133,10 @@ class JobBackend(Protocol):
 
     async def counts(self) -> dict[JobState, int]:
         """The number of jobs in each state (every state present, zeros included)."""
+        ...
+
+    async def redeliver(self, job_id: str) -> JobView | None:
+        """Sends a failed job's callback again (after an operator fixed what made it fail), with
+        a fresh count of attempts; the job is ``delivering`` again and pending for its task.
+        None when there is no such job; :class:`CannotRedeliver` when it cannot be."""
         ...

@@ -49,10 +49,11 @@ local function release(p, id)
     redis.call('DEL', p .. ':task:' .. task)
   end
 end
-local function create(p, id, command, task, now)
+local function create(p, id, command, task, now, method, callback)
   local key = p .. ':job:' .. id
   redis.call('HSET', key, 'command_id', command, 'task_id', task, 'state', 'queued', 'attempts', 0,
-    'delivery_attempts', 0, 'created_at', now, 'updated_at', now, 'published', 0)
+    'delivery_attempts', 0, 'created_at', now, 'updated_at', now, 'published', 0,
+    'method', method, 'callback_url', callback)
   redis.call('ZADD', p .. ':all', now, id)
   redis.call('ZADD', p .. ':state:queued', now, id)
   if task ~= '' then redis.call('SET', p .. ':task:' .. task, id) end
@@ -60,7 +61,7 @@ end
 """
 
 # ARGV: namespace, new id, command id, task id ('' for none), now, seconds after which an
-# unpublished job is abandoned. Returns {id, state, created (1 or 0)}.
+# unpublished job is abandoned, gRPC method, callback URL. Returns {id, state, created (1 or 0)}.
 _SUBMIT = (
     _MOVE
     + """
@@ -80,7 +81,7 @@ if task ~= '' then
     end
   end
 end
-create(p, id, command, task, now)
+create(p, id, command, task, now, ARGV[7], ARGV[8])
 return {id, 'queued', 1}
 """
 )
@@ -104,7 +105,8 @@ end
 """
 )
 
-# ARGV: namespace, id, now, worker, command id, task id ('' for none), created_at.
+# ARGV: namespace, id, now, worker, command id, task id ('' for none), created_at, gRPC method,
+# callback URL.
 # Returns {state, attempts, result, delivery_attempts}: 'running' when the command is to run
 # now (attempts counts this one), 'delivering' when it ran already and only the callback is
 # owed, 'delivered'/'failed' when nothing is owed any more.
@@ -115,7 +117,7 @@ local p, id, now, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p .. ':job:' .. id
 if redis.call('EXISTS', key) == 0 then
   -- Redis lost the record (restarted without persistence); the message still carries the job.
-  create(p, id, ARGV[5], ARGV[6], ARGV[7])
+  create(p, id, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
   redis.call('HSET', key, 'published', 1)
 end
 local f = redis.call('HMGET', key, 'state', 'result', 'delivery_attempts', 'attempts')
@@ -158,6 +160,37 @@ else
 end
 if state == 'delivered' then redis.call('HDEL', key, 'result') end
 if state == 'delivered' or state == 'failed' then release(p, id) end
+"""
+)
+
+# ARGV: namespace, id, now. A failed job whose command ran goes back to delivering (for its
+# message to be published again). Returns false (no such job), {'refused', why}, or
+# {'ok', method, command id, callback URL, task id, created_at}.
+_REDELIVER = (
+    _MOVE
+    + """
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local key = p .. ':job:' .. id
+local f = redis.call('HMGET', key, 'state', 'result', 'task_id', 'method', 'command_id', 'callback_url',
+  'created_at')
+if not f[1] then return false end
+if f[1] ~= 'failed' then
+  return {'refused', 'The job is ' .. f[1] .. ': only failed jobs are delivered again.'}
+end
+if not f[2] or not f[4] then
+  return {'refused', 'The job has no result to deliver: its command never ran.'}
+end
+if f[3] ~= '' then
+  local other = redis.call('GET', p .. ':task:' .. f[3])
+  if other and other ~= id then
+    return {'refused', 'Task ' .. f[3] .. ' has another pending job, ' .. other .. '.'}
+  end
+  redis.call('SET', p .. ':task:' .. f[3], id)
+end
+move(p, id, 'delivering', now)
+redis.call('HSET', key, 'delivery_attempts', 0)
+redis.call('HDEL', key, 'last_error')
+return {'ok', f[4], f[5], f[6], f[3], f[7]}
 """
 )
 
@@ -230,6 +263,7 @@ class RedisJobStore:
                 "claim": _CLAIM,
                 "finish_run": _FINISH_RUN,
                 "record_delivery": _RECORD_DELIVERY,
+                "redeliver": _REDELIVER,
                 "purge": _PURGE,
             }.items()
         }
@@ -239,7 +273,14 @@ class RedisJobStore:
 
     async def submit(self, job_id: str, job: NewJob) -> Submitted:
         reply = await self._run(
-            "submit", job_id, job.command_id, job.task_id or "", time.time(), self.abandon_after
+            "submit",
+            job_id,
+            job.command_id,
+            job.task_id or "",
+            time.time(),
+            self.abandon_after,
+            job.command,
+            job.callback_url,
         )
         existing_id, state, created = (_text(item) or "" for item in reply)
         return Submitted(existing_id, JobState(state), created=created == "1")
@@ -250,10 +291,20 @@ class RedisJobStore:
     async def withdraw(self, job_id: str) -> None:
         await self._run("withdraw", job_id)
 
-    async def claim(
-        self, job_id: str, worker: str, *, command_id: str, task_id: str, created_at: float
-    ) -> Claim:
-        reply = await self._run("claim", job_id, time.time(), worker, command_id, task_id, created_at)
+    async def claim(self, job_id: str, worker: str, job: NewJob, created_at: float) -> Claim:
+        """Takes the job for ``worker``; ``job`` and ``created_at`` (from its message) recreate a
+        record Redis lost."""
+        reply = await self._run(
+            "claim",
+            job_id,
+            time.time(),
+            worker,
+            job.command_id,
+            job.task_id or "",
+            created_at,
+            job.command,
+            job.callback_url,
+        )
         state, attempts, result, delivery_attempts = reply
         return Claim(JobState(_text(state) or ""), int(attempts), _text(result), int(delivery_attempts or 0))
 
@@ -264,6 +315,19 @@ class RedisJobStore:
         self, job_id: str, attempts: int, state: JobState, last_error: str | None
     ) -> None:
         await self._run("record_delivery", job_id, time.time(), state.value, attempts, last_error or "")
+
+    async def redeliver(self, job_id: str) -> tuple[NewJob, float] | str | None:
+        """Makes a failed job ``delivering`` again: returns what its new message needs (the job,
+        without its request, which a delivering job does not use, and its creation time), why
+        not, or None when there is no such job."""
+        reply = await self._run("redeliver", job_id, time.time())
+        if reply is None:
+            return None
+        outcome, *fields = (_text(item) or "" for item in reply)
+        if outcome == "refused":
+            return fields[0]
+        method, command_id, callback_url, task_id, created_at = fields
+        return NewJob(method, command_id, b"", callback_url, task_id or None), float(created_at)
 
     async def purge(self, older_than: float) -> int:
         """Deletes delivered and failed jobs finished before ``older_than`` (up to 1,000 per state)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim.jobs._delivery import CallbackDelivery
 from rest_shim.jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
-from rest_shim.jobs._model import JobState, JobView, NewJob, Submitted
+from rest_shim.jobs._model import CannotRedeliver, JobState, JobView, NewJob, Submitted
 from rest_shim.jobs._store import ClaimedJob, JobStore
 from server.invocation import Invoker
 
@@ -164,6 +164,16 @@ class EmbeddedJobs:
 
     async def counts(self) -> dict[JobState, int]:
         return await self.store.call(self.store.counts)
+
+    async def redeliver(self, job_id: str) -> JobView | None:
+        outcome = await self.store.call(self.store.redeliver, job_id)
+        if isinstance(outcome, str):
+            raise CannotRedeliver(outcome)
+        if outcome is None:
+            return None
+        logger.info("job %s (%s): its callback is sent again", job_id, outcome.command_id)
+        self._spawn_delivery(outcome)
+        return await self.get(job_id)
 
     # -- workers -----------------------------------------------------------------------------
 

@@ -79,6 +79,23 @@ def _view(row: tuple[Any, ...]) -> JobView:
     )
 
 
+def _redelivery_problem(
+    db: sqlite3.Connection, job_id: str, state: str, result: str | None, task_id: str | None
+) -> str | None:
+    if state != "failed":
+        return f"The job is {state}: only failed jobs are delivered again."
+    if result is None:
+        return "The job has no result to deliver: its command never ran."
+    if task_id is not None:
+        other = db.execute(
+            "SELECT id FROM jobs WHERE task_id = ? AND state IN ('queued', 'running', 'delivering')",
+            (task_id,),
+        ).fetchone()
+        if other is not None:
+            return f"Task {task_id} has another pending job, {other[0]}."
+    return None
+
+
 class JobStore:
     """The ``jobs`` table of one SQLite file, locked to this process while it is open.
 
@@ -237,6 +254,29 @@ class JobStore:
             " result = CASE WHEN ? = 'delivered' THEN NULL ELSE result END WHERE id = ?",
             (state.value, attempts, last_error, time.time(), state.value, job_id),
         )
+
+    def redeliver(self, job_id: str) -> PendingDelivery | str | None:
+        """Makes a failed job ``delivering`` again; returns its delivery, why not, or None."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT state, result, task_id, command_id, callback_url FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            problem = None if row is None else _redelivery_problem(db, job_id, *row[:3])
+            if row is None or problem is not None:
+                db.execute("COMMIT")
+                return problem
+            db.execute(
+                "UPDATE jobs SET state = 'delivering', delivery_attempts = 0, last_error = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (time.time(), job_id),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return PendingDelivery(job_id, row[3], row[4], row[1], 0)
 
     def get(self, job_id: str) -> JobView | None:
         row = self.db.execute(

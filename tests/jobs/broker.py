@@ -116,3 +116,6 @@ class InProcessBroker:
 
     async def counts(self) -> dict[JobState, int]:
         return await self.shim.counts()
+
+    async def redeliver(self, job_id: str) -> JobView | None:
+        return await self.shim.redeliver(job_id)

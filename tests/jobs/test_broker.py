@@ -56,7 +56,7 @@ async def test_a_redelivered_job_that_ran_resumes_its_callback_only(make_app, ma
         store, job_id, task = jobs.worker.store, str(uuid.uuid4()), str(uuid.uuid4())
         job = delay_job(task, message="ran before")
         assert (await store.submit(job_id, job)).created
-        claim = await store.claim(job_id, "dead:1", command_id=job.command_id, task_id=task, created_at=0)
+        claim = await store.claim(job_id, "dead:1", job, 0)
         assert (claim.state, claim.attempts) == (JobState.RUNNING, 1)
         await store.finish_run(job_id, '{"stored": "envelope"}')
         await jobs.shim.publish(job_id, job, time.time())
@@ -75,7 +75,7 @@ async def test_a_job_that_keeps_stopping_its_worker_is_given_up(make_app, make_j
         job = delay_job(task, seconds=3600)
         await store.submit(job_id, job)
         for worker in ("dead:1", "dead:2"):  # two workers died running it
-            await store.claim(job_id, worker, command_id=job.command_id, task_id=task, created_at=0)
+            await store.claim(job_id, worker, job, 0)
         await jobs.shim.publish(job_id, job, time.time())
 
         (call,) = await callbacks(spiff, 1)
@@ -154,7 +154,7 @@ async def test_one_pending_job_per_task_until_it_finishes(store):
     joined = await store.submit(second, delay_job("task-1"))
     assert (joined.job_id, joined.state, joined.created) == (first, JobState.QUEUED, False)
     await store.published(first)
-    await store.claim(first, "w:1", command_id="example/Delay", task_id="task-1", created_at=0)
+    await store.claim(first, "w:1", delay_job("task-1"), 0)
     assert (await store.submit(second, delay_job("task-1"))).job_id == first  # running: joined
     await store.finish_run(first, "{}")
     await store.record_delivery(first, 1, JobState.DELIVERED, None)
@@ -173,6 +173,8 @@ async def test_a_job_its_shim_never_published_stops_blocking_its_task(store):
     view = await store.get(stuck)
     assert view.state is JobState.FAILED
     assert "before the job reached the broker" in view.last_error
+    assert await store.redeliver(stuck) == "The job has no result to deliver: its command never ran."
+    assert await store.redeliver("no-such-job") is None
 
     published, again = str(uuid.uuid4()), str(uuid.uuid4())
     await store.submit(published, delay_job("task-2"))
@@ -186,7 +188,7 @@ async def test_views_counts_lists_and_purge(store):
     for n, job_id in enumerate(ids):
         await store.submit(job_id, delay_job(f"task-{n}"))
         await anyio.sleep(0.002)
-    await store.claim(ids[0], "w:1", command_id="example/Delay", task_id="task-0", created_at=0)
+    await store.claim(ids[0], "w:1", delay_job("task-0"), 0)
     await store.finish_run(ids[0], "{}")
     await store.record_delivery(ids[0], 2, JobState.DELIVERING, "PUT answered 500")
     view = await store.get(ids[0])

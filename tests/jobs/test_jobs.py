@@ -230,6 +230,45 @@ async def test_403_fails_at_once_and_says_why(jobs_proxy, spiff, caplog):
     assert CALLBACK_KEY not in caplog.text
 
 
+async def test_a_failed_job_is_delivered_again_on_request(jobs_proxy, spiff):
+    spiff.script("403")  # say the credential was wrong, then fixed
+    job_id = accepted_job(await jobs_proxy.post(DELAY, json=spiff_body(seconds=0, message="again")))
+    await job_in(jobs_proxy, job_id, "failed")
+
+    response = await jobs_proxy.post(f"/v1/jobs/{job_id}/redeliver")
+    assert response.status_code == 202, response.text
+    assert response.json()["state"] in ("delivering", "delivered")
+    first, second = await callbacks(spiff, 2)
+    assert second.body == first.body  # the same envelope; the command did not run again
+    assert second.json()["command_response"]["body"] == {"message": "again", "waited_seconds": 0}
+    job = await job_in(jobs_proxy, job_id, "delivered")
+    assert (job["attempts"], job["delivery_attempts"], job["last_error"]) == (1, 1, None)
+
+    refused = await jobs_proxy.post(f"/v1/jobs/{job_id}/redeliver")
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "error": {
+            "error_code": "JobNotRedeliverable",
+            "message": "The job is delivered: only failed jobs are delivered again.",
+        }
+    }
+    missing = await jobs_proxy.post("/v1/jobs/no-such-job/redeliver")
+    assert (missing.status_code, missing.json()["error"]["error_code"]) == (404, "JobNotFound")
+    assert (await jobs_proxy.get(f"/v1/jobs/{job_id}/redeliver")).status_code == 405
+
+
+async def test_a_failed_job_is_not_delivered_again_while_its_task_has_another(jobs_proxy, spiff):
+    spiff.script("403")
+    failed = accepted_job(await jobs_proxy.post(DELAY, json=spiff_body(seconds=0)))
+    await job_in(jobs_proxy, failed, "failed")
+    pending = accepted_job(await jobs_proxy.post(DELAY, json=spiff_body(seconds=2)))  # spiff's retry
+    response = await jobs_proxy.post(f"/v1/jobs/{failed}/redeliver")
+    assert response.status_code == 409
+    assert response.json()["error"]["message"] == f"Task {TASK_ID} has another pending job, {pending}."
+    await job_in(jobs_proxy, pending, "delivered")
+    assert (await job_in(jobs_proxy, failed, "failed"))["delivery_attempts"] == 1
+
+
 async def test_gives_up_after_the_configured_attempts(make_app, make_jobs, spiff, caplog):
     caplog.set_level(logging.DEBUG)
     spiff.default = "500"

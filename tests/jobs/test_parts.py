@@ -245,6 +245,13 @@ async def test_jobs_over_grpc_and_not_as_a_connector(connectors, make_jobs, spif
             with pytest.raises(grpc.aio.AioRpcError) as missing:
                 await stub.GetJob(jobs_pb2.GetJobRequest(id="nope"))
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as delivered:
+                await stub.RedeliverJob(jobs_pb2.RedeliverJobRequest(id=submitted.job_id))
+            assert delivered.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "only failed jobs" in (delivered.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await stub.RedeliverJob(jobs_pb2.RedeliverJobRequest(id="nope"))
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         # Reflection lists JobsService, but a shim fronting this server does not take it for a connector.
         services = await fetch_services(target)
         assert "spiff.proxy.v1.JobsService" not in {s.full_name for s in services}
