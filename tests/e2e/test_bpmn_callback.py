@@ -69,8 +69,8 @@ def jobs_proxy_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "embedded":
         yield request.getfixturevalue("proxy_process").url
         return
-    with scaled_out(tmp_path, None, NO_PROXY="127.0.0.1,localhost") as (url, _):
-        yield url
+    with scaled_out(tmp_path, None, NO_PROXY="127.0.0.1,localhost") as system:
+        yield system.base_url
 
 
 @pytest.fixture

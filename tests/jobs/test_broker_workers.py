@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,18 @@ WORKER_PROCESSES = 2
 READY = re.compile(r"job worker (\S+:\d+) ready")
 
 
+@dataclass
+class ScaledOut:
+    base_url: str  # the proxy's REST
+    proxy: subprocess.Popen[bytes]
+    workers: subprocess.Popen[bytes]  # the worker command (taskiq's process manager)
+
+
 @contextlib.contextmanager
-def scaled_out(
-    tmp_path: Path, spiff: FakeSpiff | None, **settings: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def scaled_out(tmp_path: Path, spiff: FakeSpiff | None, **settings: str) -> Iterator[ScaledOut]:
     """The proxy and the worker processes on a namespace of their own, calling back ``spiff``
-    with a credential (or, without it, wherever the callback URL says); yields the proxy's URL
-    and the worker command's process."""
+    with a credential (or, without it, wherever the callback URL says). Both are stopped with
+    SIGTERM at the end and must exit cleanly (a proxy the test killed is left alone)."""
     namespace = new_namespace()
     env = {
         "CONNECTOR_PROXY_JOBS_BROKER_URL": BROKER_URL,
@@ -65,8 +71,9 @@ def scaled_out(
             base_url = f"http://127.0.0.1:{port}"
             wait_for_http(base_url, proxy, proxy_log)
             wait_for_workers(workers, worker_log, WORKER_PROCESSES)
-            yield base_url, workers
-            stop(proxy, proxy_log)
+            yield ScaledOut(base_url, proxy, workers)
+            if proxy.poll() is None:
+                stop(proxy, proxy_log)
             workers.send_signal(signal.SIGTERM)
             assert workers.wait(timeout=20) == 0, worker_log.read_text()
         logs = worker_log.read_text() + proxy_log.read_text()
@@ -107,7 +114,8 @@ def kill_worker(worker: str) -> int:
 
 
 def test_two_worker_processes_share_the_jobs_and_call_back_once_each(tmp_path):
-    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff, CONNECTOR_PROXY_JOB_WORKERS="2") as (base_url, _):
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff, CONNECTOR_PROXY_JOB_WORKERS="2") as system:
+        base_url = system.base_url
         tasks = {str(uuid.uuid4()): f"job {n}" for n in range(6)}
         jobs = {post_delay(base_url, task, 1, message): task for task, message in tasks.items()}
         calls = spiff.wait_for(len(tasks), timeout=30)
@@ -127,7 +135,8 @@ def test_two_worker_processes_share_the_jobs_and_call_back_once_each(tmp_path):
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
     seconds = 3
-    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff) as (base_url, workers):
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff) as system:
+        base_url = system.base_url
         task = str(uuid.uuid4())
         job_id = post_delay(base_url, task, seconds, "survived")
         running = wait_for_state(base_url, job_id, "running")
@@ -146,11 +155,12 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
         ]
         assert (job["attempts"], job["delivery_attempts"]) == (2, 1)
         assert job["worker"] != killed
-        assert workers.poll() is None  # taskiq replaces the dead process
+        assert system.workers.poll() is None  # taskiq replaces the dead process
 
 
 def test_a_worker_killed_mid_callback_does_not_run_the_command_again(tmp_path):
-    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff) as (base_url, _):
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff) as system:
+        base_url = system.base_url
         spiff.script("hang")  # the first callback gets no answer
         job_id = post_delay(base_url, str(uuid.uuid4()), 0, "ran once")
         spiff.wait_for(1, timeout=20)
@@ -163,6 +173,19 @@ def test_a_worker_killed_mid_callback_does_not_run_the_command_again(tmp_path):
         assert second.json()["command_response"]["body"] == {"message": "ran once", "waited_seconds": 0}
         assert job["attempts"] == 1  # the command ran once
         assert job["worker"] != delivering["worker"]
+
+
+def test_the_proxy_killed_after_the_202_loses_nothing(tmp_path):
+    """The workers own the job once it is published: the proxy may die at once."""
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff) as system:
+        job_id = post_delay(system.base_url, str(uuid.uuid4()), 1, "proxy gone")
+        system.proxy.send_signal(signal.SIGKILL)
+        assert system.proxy.wait(timeout=5) == -signal.SIGKILL
+        (call,) = spiff.wait_for(1, timeout=20)
+        assert call.json()["command_response"]["body"] == {"message": "proxy gone", "waited_seconds": 1}
+        assert call.json()["spiff__logs"] == [f"Ran as job {job_id}."]
+        time.sleep(0.5)
+        assert len(spiff.calls) == 1
 
 
 def test_workers_need_a_broker_url():
