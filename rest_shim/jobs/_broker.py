@@ -358,26 +358,34 @@ class BrokerWorker:
         if claim.state in (JobState.DELIVERED, JobState.FAILED):
             logger.info("job %s (%s) is %s already; nothing to do", job_id, command_id, claim.state.value)
             return
-        if claim.state is JobState.RUNNING:
-            result = await execute_job(
-                self._specs,
-                self._invoker,
-                job_id=job_id,
-                command=command,
-                command_id=command_id,
-                request=base64.b64decode(request),
-                attempt=claim.attempts,
-                max_attempts=self.run_attempts,
-                timeout=self.job_timeout,
-            )
-            await self.store.finish_run(job_id, result)
-        else:
-            # An earlier worker ran the command and died before its callback was done.
-            assert claim.result is not None  # noqa: S101 - kept while delivering
-            logger.info("job %s (%s): resuming its callback", job_id, command_id)
-            result = claim.result
-        await deliver_job(
-            self,
-            self.delivery,
-            PendingDelivery(job_id, command_id, callback_url, result, claim.delivery_attempts),
-        )
+        try:
+            if claim.state is JobState.RUNNING:
+                result = await execute_job(
+                    self._specs,
+                    self._invoker,
+                    job_id=job_id,
+                    command=command,
+                    command_id=command_id,
+                    request=base64.b64decode(request),
+                    attempt=claim.attempts,
+                    max_attempts=self.run_attempts,
+                    timeout=self.job_timeout,
+                )
+                await self.store.finish_run(job_id, result)
+            elif claim.result is not None:
+                # An earlier worker ran the command and died before its callback was done.
+                logger.info("job %s (%s): resuming its callback", job_id, command_id)
+                result = claim.result
+            else:
+                msg = f"the job's record is {claim.state.value} but holds no result to deliver"
+                raise RuntimeError(msg)
+            pending = PendingDelivery(job_id, command_id, callback_url, result, claim.delivery_attempts)
+            await deliver_job(self, self.delivery, pending)
+        except Exception as exc:
+            # A bug, or a record this worker cannot make sense of: the message is acknowledged
+            # (running it again would fail again), so the job must not look pending for ever.
+            logger.exception("job %s (%s): the worker failed", job_id, command_id)
+            detail = f"The worker failed: {type(exc).__name__}: {exc}; its log has the details."
+            with contextlib.suppress(Exception):
+                await self.store.record_delivery(job_id, claim.delivery_attempts, JobState.FAILED, detail)
+            raise

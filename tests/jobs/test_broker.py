@@ -87,6 +87,32 @@ async def test_a_job_that_keeps_stopping_its_worker_is_given_up(make_app, make_j
         assert record["attempts"] == 3
 
 
+async def test_a_job_the_worker_cannot_handle_fails_visibly(make_app, make_jobs, spiff, caplog):
+    """A record that says the command ran but holds no result (written by hand here): the worker
+    cannot deliver it, and the job shows failed with the reason instead of pending for ever."""
+    jobs = make_jobs(workers=1)
+    assert isinstance(jobs, InProcessBroker)
+    async with running(make_app(jobs=jobs)) as client:
+        store, job_id, task = jobs.worker.store, str(uuid.uuid4()), str(uuid.uuid4())
+        job = delay_job(task)
+        await store.submit(job_id, job)
+        await store.claim(job_id, "dead:1", job, 0)
+        await store.finish_run(job_id, "{}")
+        await store.redis.hdel(f"{jobs.namespace}:job:{job_id}", "result")
+        await jobs.shim.publish(job_id, job, time.time())
+
+        record = await job_in(client, job_id, "failed")
+        assert record["last_error"] == (
+            "The worker failed: RuntimeError: the job's record is delivering but holds no result to "
+            "deliver; its log has the details."
+        )
+        # Its task is free again: spiff-arena's next attempt starts a new job.
+        again = await client.post("/v1/do/example/Delay", json=spiff_body(task, seconds=0))
+        assert again.json()["command_response"]["body"]["job_id"] != job_id
+        await callbacks(spiff, 1)
+    assert any("the worker failed" in r.getMessage() for r in caplog.records)
+
+
 async def test_a_message_whose_record_is_lost_still_runs(make_app, make_jobs, spiff):
     """Redis restarted without persistence: the message in RabbitMQ still carries the whole job."""
     jobs = make_jobs()
