@@ -4,7 +4,7 @@
 The shim talks to a :class:`JobBackend`. :class:`EmbeddedJobs` is the default one: a local
 SQLite store and workers in the proxy's process. :class:`BrokerJobs` is the scale-out one: jobs
 on RabbitMQ through taskiq, run by worker processes (:class:`BrokerWorker`, started by
-``taskiq worker server.worker:broker``), their state in Redis. Both run a job the same way
+``python -m server --worker``), their state in Redis. Both run a job the same way
 (:mod:`rest_shim.jobs._lifecycle`) and deliver it with :class:`CallbackDelivery`.
 """
 

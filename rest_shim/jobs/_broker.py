@@ -2,7 +2,7 @@
 
 The shim (:class:`BrokerJobs`) stores a job's record in Redis, publishes its message to a durable
 quorum queue and waits for RabbitMQ's confirm before answering 202. Worker processes
-(``taskiq worker server.worker:broker``, each running :class:`BrokerWorker`) take messages,
+(``python -m server --worker``, each running :class:`BrokerWorker`) take messages,
 run the command, deliver the callback, and only then acknowledge the message. A worker that dies
 at any point leaves its message unacknowledged, and RabbitMQ hands it to another worker as soon
 as the dead one's connection closes; that worker finds in Redis how far the job got (a command
