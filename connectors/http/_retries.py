@@ -1,0 +1,90 @@
+"""Sending a request until it has an answer: retries on 5xx and connection errors with exponential
+backoff, within the timeout and the call's deadline, and transport failures as command errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from connectors._sessions import SessionPool
+from server import errors, log
+
+from ._answer import Answer, send_once
+from ._outgoing import Outgoing
+
+__all__ = ["exchange"]
+
+MAX_BACKOFF = 2.0
+DEADLINE_MARGIN = 0.1
+
+
+async def exchange(sessions: SessionPool, outgoing: Outgoing, context: Any, backoff: float) -> Answer:
+    """Sends the request, retrying on 5xx and connection errors while attempts and time remain.
+
+    Args:
+        backoff: seconds before the second attempt; each later one waits twice as long.
+    """
+    loop = asyncio.get_running_loop()
+    budget = outgoing.timeout
+    remaining = context.time_remaining()
+    if remaining is not None:
+        budget = min(budget, remaining - DEADLINE_MARGIN)
+    deadline = loop.time() + budget
+    session = sessions.get()
+    attempt = 1
+    while True:
+        suffix = f" (attempt {attempt} of {outgoing.attempts})" if outgoing.attempts > 1 else ""
+        log(f"{outgoing.target}{suffix}")
+        started = time.perf_counter()
+        try:
+            answer = await send_once(session, outgoing, deadline - loop.time())
+        except TimeoutError:
+            log(f"-> no answer after {_ms(started)} ms")
+            message_text = f"{outgoing.target} did not answer within {max(budget, 0):.3g} s"
+            raise errors.DeadlineExceeded(message_text, error_code="UpstreamTimeout") from None
+        except aiohttp.TooManyRedirects:
+            log(f"-> too many redirects after {_ms(started)} ms")
+            message_text = f"{outgoing.target} redirected more than 10 times"
+            raise errors.FailedPrecondition(message_text, error_code="TooManyRedirects") from None
+        except aiohttp.RedirectClientError:
+            log(f"-> a redirect to an invalid location after {_ms(started)} ms")
+            message_text = f"{outgoing.target} redirected to something that is not an http(s) URL"
+            raise errors.FailedPrecondition(message_text, error_code="InvalidRedirect") from None
+        except aiohttp.ClientError as exc:
+            reason = _reason(exc)
+            log(f"-> {reason} after {_ms(started)} ms")
+            if not await _pause(attempt, outgoing.attempts, deadline, backoff):
+                message_text = f"{outgoing.target} failed: {reason}"
+                raise errors.Unavailable(message_text, error_code="ConnectionError") from None
+        else:
+            log(f"-> {answer.status} in {_ms(started)} ms")
+            if answer.status < 500 or not await _pause(attempt, outgoing.attempts, deadline, backoff):
+                return answer
+        attempt += 1
+
+
+async def _pause(attempt: int, attempts: int, deadline: float, backoff: float) -> bool:
+    """Waits before the next attempt; False when there is none (last attempt, or no time left)."""
+    if attempt >= attempts:
+        return False
+    delay = min(backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+    if asyncio.get_running_loop().time() + delay >= deadline:
+        log("No time left for another attempt.")
+        return False
+    log(f"Retrying in {delay:g} s.")
+    await asyncio.sleep(delay)
+    return True
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        detail = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({detail})"
+    return type(exc).__name__
+
+
+def _ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

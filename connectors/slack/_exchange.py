@@ -1,0 +1,135 @@
+"""One POST to Slack and its answer: the proxy from the environment, the exchange within the call's
+deadline, transport failures as command errors, and the answer read (text, Slack's JSON reply,
+Retry-After)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import email.utils
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
+
+from connectors._sessions import SessionPool
+from server import errors, json_values, log
+
+from ._message import Outgoing
+
+__all__ = ["Answer", "env_proxy", "exchange", "retry_after"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    retry_after: str | None
+    text: str
+    reply: dict[str, Any] | None  # Slack's JSON reply: an object with a boolean "ok"
+
+
+async def env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY give for ``url`` (in a thread: it may read ~/.netrc)."""
+    try:
+        return await asyncio.to_thread(get_env_proxy_for_url, url)
+    except LookupError:
+        return None, None
+
+
+async def exchange(
+    sessions: SessionPool,
+    outgoing: Outgoing,
+    deadline: float,
+    budget: float,
+    attempt: int,
+    proxy: URL | None,
+    proxy_auth: aiohttp.BasicAuth | None,
+) -> Answer:
+    suffix = f", attempt {attempt} of 2" if attempt > 1 else ""
+    log(f"{outgoing.target} ({outgoing.about}{suffix})")
+    started = time.perf_counter()
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        if remaining <= 0:  # aiohttp reads a total of 0 as "no timeout"
+            raise TimeoutError
+        async with sessions.get().post(
+            outgoing.url,
+            data=outgoing.payload,
+            headers=outgoing.headers,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
+            allow_redirects=False,  # a redirect would replay the POST, and the token, elsewhere
+            # No rounding up to a whole second (aiohttp's default from 5 s): the deadline is exact.
+            timeout=aiohttp.ClientTimeout(total=remaining, ceil_threshold=math.inf),
+        ) as response:
+            content = await response.read()
+            status, retry_header, charset = (
+                response.status,
+                response.headers.get("Retry-After"),
+                response.charset,
+            )
+    except TimeoutError:
+        log(f"-> no answer after {_ms(started)} ms")
+        message_text = (
+            f"{outgoing.target} did not answer within {round(max(budget, 0), 1):g} s; "
+            "the message may have been posted."
+        )
+        raise errors.DeadlineExceeded(message_text, error_code="UpstreamTimeout") from None
+    except aiohttp.ClientError as exc:
+        reason = _reason(exc)
+        log(f"-> {reason} after {_ms(started)} ms")
+        message_text = f"{outgoing.target} failed: {reason}"
+        raise errors.Unavailable(message_text, error_code="ConnectionError") from None
+    answer = _answer(status, retry_header, charset, content)
+    outcome = ""
+    if answer.reply is not None:
+        outcome = " ok" if answer.reply["ok"] else f" ok: false ({answer.reply.get('error')})"
+    log(f"-> {status}{outcome} in {_ms(started)} ms")
+    return answer
+
+
+def _answer(status: int, retry_after: str | None, charset: str | None, content: bytes) -> Answer:
+    try:
+        text = content.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        text = content.decode("utf-8", errors="replace")
+    reply: Any = None
+    with contextlib.suppress(ValueError):  # not JSON: not a Slack reply
+        reply = json_values.loads(text.removeprefix("\ufeff")) if text.strip() else None
+    if not (isinstance(reply, dict) and isinstance(reply.get("ok"), bool)):
+        reply = None
+    return Answer(status, retry_after, text, reply)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date; None if neither."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        detail = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({detail})"
+    return type(exc).__name__
+
+
+def _ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
