@@ -198,13 +198,16 @@ async def _hang_up(smtp: aiosmtplib.SMTP, polite: bool, ends: float) -> None:
     """Ends the session: QUIT when it is healthy and time is left (the mail may already be sent,
     so nothing here fails the call), else drop the connection at once."""
     left = ends - asyncio.get_running_loop().time()
+    transport = smtp.transport  # taken first: QUIT forgets it, and may leave TLS half-closed
     if polite and left > 0 and smtp.is_connected:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
             await smtp.quit(timeout=min(QUIT_TIMEOUT, left))
-    transport = smtp.transport
-    if isinstance(transport, asyncio.Transport) and not transport.is_closing():
-        transport.abort()  # close() would wait for the TLS close_notify exchange
     smtp.close()
+    if isinstance(transport, asyncio.Transport):
+        # A TLS close waits for the server's close_notify (up to 30 s, the socket open meanwhile);
+        # after QUIT nothing is owed, so the socket is closed now, and released before returning.
+        transport.abort()
+        await asyncio.sleep(0)
 
 
 def _ms(started: float) -> int:
