@@ -1,4 +1,5 @@
-"""One pooled aiohttp session per connector, opened lazily inside the running event loop."""
+"""One pooled aiohttp session per connector, opened lazily inside the running event loop, and how
+its failures read in log lines and error messages."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-__all__ = ["SessionPool"]
+__all__ = ["SessionPool", "failure_reason"]
 
 
 class SessionPool:
@@ -30,3 +31,11 @@ class SessionPool:
         session, self._session, self._loop = self._session, None, None
         if session is not None:
             await session.close()
+
+
+def failure_reason(exc: aiohttp.ClientError) -> str:
+    """``cannot connect to host:443 (Connection refused)``, or the error's class name."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        detail = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({detail})"
+    return type(exc).__name__

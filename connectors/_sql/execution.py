@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors._timing import ms_since
 from server import errors, json_values, log
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "deadline",
     "json_safe",
     "log_outcome",
-    "ms",
     "rows",
     "sql_result",
     "statement_text",
@@ -58,11 +57,11 @@ def statement_timeout(timeout_ms: int, budget: float) -> int:
 
 def log_outcome(outcome: Outcome, started: float) -> None:
     if outcome.rows is not None:
-        log(f"-> {len(outcome.rows)} row{'s' * (len(outcome.rows) != 1)} in {ms(started)} ms")
+        log(f"-> {len(outcome.rows)} row{'s' * (len(outcome.rows) != 1)} in {ms_since(started)} ms")
     elif outcome.rowcount >= 0:
-        log(f"-> {affected(outcome.rowcount)} in {ms(started)} ms")
+        log(f"-> {affected(outcome.rowcount)} in {ms_since(started)} ms")
     else:
-        log(f"-> ok in {ms(started)} ms")
+        log(f"-> ok in {ms_since(started)} ms")
 
 
 def statement_text(text: str) -> str:
@@ -73,10 +72,6 @@ def statement_text(text: str) -> str:
 
 def affected(rowcount: int) -> str:
     return f"{rowcount} rows affected"  # the old connector's words, for every count
-
-
-def ms(started: float) -> int:
-    return round((time.perf_counter() - started) * 1000)
 
 
 def rows(outcome: Outcome, as_objects: bool, convert: Callable[[Sequence[Any]], list[Any]]) -> list[Any]:

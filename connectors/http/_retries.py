@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from connectors._sessions import SessionPool
+from connectors._sessions import SessionPool, failure_reason
+from connectors._timing import ms_since
 from server import errors, log
 
 from ._answer import Answer, send_once
@@ -42,25 +43,25 @@ async def exchange(sessions: SessionPool, outgoing: Outgoing, context: Any, back
         try:
             answer = await send_once(session, outgoing, deadline - loop.time())
         except TimeoutError:
-            log(f"-> no answer after {_ms(started)} ms")
+            log(f"-> no answer after {ms_since(started)} ms")
             message_text = f"{outgoing.target} did not answer within {max(budget, 0):.3g} s"
             raise errors.DeadlineExceeded(message_text, error_code="UpstreamTimeout") from None
         except aiohttp.TooManyRedirects:
-            log(f"-> too many redirects after {_ms(started)} ms")
+            log(f"-> too many redirects after {ms_since(started)} ms")
             message_text = f"{outgoing.target} redirected more than 10 times"
             raise errors.FailedPrecondition(message_text, error_code="TooManyRedirects") from None
         except aiohttp.RedirectClientError:
-            log(f"-> a redirect to an invalid location after {_ms(started)} ms")
+            log(f"-> a redirect to an invalid location after {ms_since(started)} ms")
             message_text = f"{outgoing.target} redirected to something that is not an http(s) URL"
             raise errors.FailedPrecondition(message_text, error_code="InvalidRedirect") from None
         except aiohttp.ClientError as exc:
-            reason = _reason(exc)
-            log(f"-> {reason} after {_ms(started)} ms")
+            reason = failure_reason(exc)
+            log(f"-> {reason} after {ms_since(started)} ms")
             if not await _pause(attempt, outgoing.attempts, deadline, backoff):
                 message_text = f"{outgoing.target} failed: {reason}"
                 raise errors.Unavailable(message_text, error_code="ConnectionError") from None
         else:
-            log(f"-> {answer.status} in {_ms(started)} ms")
+            log(f"-> {answer.status} in {ms_since(started)} ms")
             if answer.status < 500 or not await _pause(attempt, outgoing.attempts, deadline, backoff):
                 return answer
         attempt += 1
@@ -77,14 +78,3 @@ async def _pause(attempt: int, attempts: int, deadline: float, backoff: float) -
     log(f"Retrying in {delay:g} s.")
     await asyncio.sleep(delay)
     return True
-
-
-def _reason(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        detail = exc.os_error.strerror or type(exc.os_error).__name__
-        return f"cannot connect to {exc.host}:{exc.port} ({detail})"
-    return type(exc).__name__
-
-
-def _ms(started: float) -> int:
-    return round((time.perf_counter() - started) * 1000)

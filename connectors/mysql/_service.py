@@ -34,8 +34,9 @@ from spiff.connector.mysql.v1 import mysql_pb2 as pb, mysql_pb2_grpc
 from connectors._lazy import import_in_thread, lazy_import
 from connectors._sql import execution, statements
 from connectors._sql.connections import env_number
-from connectors._sql.execution import affected, ms
+from connectors._sql.execution import affected
 from connectors._sql.statements import Plan
+from connectors._timing import ms_since
 from server import errors, json_values, log
 
 from ._statements import DIALECT
@@ -140,10 +141,10 @@ class MysqlService(mysql_pb2_grpc.MysqlServiceServicer):
             async with self._pools.connection(target, deadline) as conn:
                 return await _execute(conn, plan, deadline - asyncio.get_running_loop().time())
         except driver.Error as exc:
-            log(f"-> {driver.error_code(exc)} after {ms(started)} ms")
+            log(f"-> {driver.error_code(exc)} after {ms_since(started)} ms")
             raise driver.command_error(exc, target) from exc
         except errors.CommandError:
-            log(f"-> failed after {ms(started)} ms")
+            log(f"-> failed after {ms_since(started)} ms")
             raise
 
 

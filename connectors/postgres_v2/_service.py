@@ -52,8 +52,9 @@ from spiff.connector.postgres_v2.v1 import postgres_v2_pb2 as pb, postgres_v2_pb
 from connectors._lazy import import_in_thread, lazy_import
 from connectors._sql import execution, statements
 from connectors._sql.connections import Target, env_number
-from connectors._sql.execution import Outcome, affected, ms
+from connectors._sql.execution import Outcome, affected
 from connectors._sql.statements import Plan
+from connectors._timing import ms_since
 from server import errors, json_values, log
 
 if TYPE_CHECKING:
@@ -160,10 +161,10 @@ class PostgresV2Service(postgres_v2_pb2_grpc.PostgresV2ServiceServicer):
             async with self._pools.connection(target, deadline) as conn:
                 return await _execute(conn, plan, deadline - asyncio.get_running_loop().time())
         except driver.Error as exc:
-            log(f"-> {type(exc).__name__} after {ms(started)} ms")
+            log(f"-> {type(exc).__name__} after {ms_since(started)} ms")
             raise driver.command_error(exc, target) from exc
         except errors.CommandError:
-            log(f"-> failed after {ms(started)} ms")
+            log(f"-> failed after {ms_since(started)} ms")
             raise
 
 

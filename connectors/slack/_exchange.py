@@ -17,7 +17,8 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from connectors._sessions import SessionPool
+from connectors._sessions import SessionPool, failure_reason
+from connectors._timing import ms_since
 from server import errors, json_values, log
 
 from ._message import Outgoing
@@ -74,22 +75,22 @@ async def exchange(
                 response.charset,
             )
     except TimeoutError:
-        log(f"-> no answer after {_ms(started)} ms")
+        log(f"-> no answer after {ms_since(started)} ms")
         message_text = (
             f"{outgoing.target} did not answer within {round(max(budget, 0), 1):g} s; "
             "the message may have been posted."
         )
         raise errors.DeadlineExceeded(message_text, error_code="UpstreamTimeout") from None
     except aiohttp.ClientError as exc:
-        reason = _reason(exc)
-        log(f"-> {reason} after {_ms(started)} ms")
+        reason = failure_reason(exc)
+        log(f"-> {reason} after {ms_since(started)} ms")
         message_text = f"{outgoing.target} failed: {reason}"
         raise errors.Unavailable(message_text, error_code="ConnectionError") from None
     answer = _answer(status, retry_header, charset, content)
     outcome = ""
     if answer.reply is not None:
         outcome = " ok" if answer.reply["ok"] else f" ok: false ({answer.reply.get('error')})"
-    log(f"-> {status}{outcome} in {_ms(started)} ms")
+    log(f"-> {status}{outcome} in {ms_since(started)} ms")
     return answer
 
 
@@ -122,14 +123,3 @@ def retry_after(value: str | None) -> float | None:
             when = when.replace(tzinfo=datetime.UTC)
         seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
     return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-def _reason(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        detail = exc.os_error.strerror or type(exc.os_error).__name__
-        return f"cannot connect to {exc.host}:{exc.port} ({detail})"
-    return type(exc).__name__
-
-
-def _ms(started: float) -> int:
-    return round((time.perf_counter() - started) * 1000)

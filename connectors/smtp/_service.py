@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from spiff.connector.smtp.v1 import smtp_pb2, smtp_pb2_grpc
 
 from connectors._lazy import lazy_import
+from connectors._timing import ms_since
 from server import errors, log
 
 from ._errors import ENV_CA_FILE, all_refused, new_tls_context, ssl_error, translate
@@ -163,7 +164,7 @@ async def _deliver(
             polite = True
     except aiosmtplib.SMTPRecipientsRefused as exc:
         polite = True
-        log(f"-> every recipient refused after {_ms(started)} ms")
+        log(f"-> every recipient refused after {ms_since(started)} ms")
         raise all_refused(outgoing, exc) from None
     except Exception as exc:
         # A refusal or a missing extension leaves the session usable; a TLS, connection or
@@ -178,12 +179,15 @@ async def _deliver(
         error = translate(exc, outgoing, phase, budget)
         if error is None:
             raise
-        log(f"-> {error.error_code} after {_ms(started)} ms")
+        log(f"-> {error.error_code} after {ms_since(started)} ms")
         raise error from None
     finally:
         await _hang_up(smtp, polite, ends - DEADLINE_MARGIN)
     accepted = [address for address in outgoing.recipients if address not in refused]
-    log(f"-> accepted for {len(accepted)} of {len(outgoing.recipients)} recipient(s) in {_ms(started)} ms.")
+    log(
+        f"-> accepted for {len(accepted)} of {len(outgoing.recipients)} recipient(s) "
+        f"in {ms_since(started)} ms."
+    )
     for address, response in refused.items():
         log(f"Refused {address}: {response.code} {response.message}")
     return smtp_pb2.SendEmailResponse(
@@ -208,7 +212,3 @@ async def _hang_up(smtp: aiosmtplib.SMTP, polite: bool, ends: float) -> None:
         # after QUIT nothing is owed, so the socket is closed now, and released before returning.
         transport.abort()
         await asyncio.sleep(0)
-
-
-def _ms(started: float) -> int:
-    return round((time.perf_counter() - started) * 1000)
