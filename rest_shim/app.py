@@ -87,6 +87,15 @@ class ProxyEndpoints:
         given = request.headers.get(API_KEY_HEADER, "").encode()
         return hmac.compare_digest(given, self.api_key)
 
+    def _jobs_for(self, request: Request) -> JobBackend | Response:
+        """The job backend for a ``/v1/jobs`` call, or its refusal: 401 without the API key, 404
+        when this proxy runs no jobs."""
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        if self.jobs is None:
+            return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
+        return self.jobs
+
     async def liveness(self, request: Request) -> Response:
         return _JSONResponse(_LIVE)
 
@@ -264,13 +273,12 @@ class ProxyEndpoints:
 
     async def job(self, request: Request) -> Response:
         """``GET /v1/jobs/{job_id}``: one job's state (never its parameters or result)."""
-        if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
-        if self.jobs is None:
-            return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
+        jobs = self._jobs_for(request)
+        if isinstance(jobs, Response):
+            return jobs
         job_id = request.path_params["job_id"]
         try:
-            view = await self.jobs.get(job_id)
+            view = await jobs.get(job_id)
         except JobsUnavailable as exc:
             return _reply(503, _plain_error("JobsUnavailable", f"Jobs cannot be read: {exc}."))
         if view is None:
@@ -279,13 +287,12 @@ class ProxyEndpoints:
 
     async def job_redeliver(self, request: Request) -> Response:
         """``POST /v1/jobs/{job_id}/redeliver``: send a failed job's callback again."""
-        if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
-        if self.jobs is None:
-            return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
+        jobs = self._jobs_for(request)
+        if isinstance(jobs, Response):
+            return jobs
         job_id = request.path_params["job_id"]
         try:
-            view = await self.jobs.redeliver(job_id)
+            view = await jobs.redeliver(job_id)
         except CannotRedeliver as exc:
             return _reply(409, _plain_error("JobNotRedeliverable", str(exc)))
         except JobsUnavailable as exc:
@@ -296,10 +303,9 @@ class ProxyEndpoints:
 
     async def job_list(self, request: Request) -> Response:
         """``GET /v1/jobs?state=&limit=``: the newest jobs, and the number in each state."""
-        if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
-        if self.jobs is None:
-            return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
+        jobs = self._jobs_for(request)
+        if isinstance(jobs, Response):
+            return jobs
         state_text = request.query_params.get("state") or None
         state: JobState | None = None
         if state_text is not None:
@@ -313,8 +319,8 @@ class ProxyEndpoints:
             message = f"limit must be an integer from 1 to {_MAX_JOB_LIMIT}."
             return _reply(400, _plain_error("InvalidParameters", message))
         try:
-            views = await self.jobs.list(state, int(limit_text))
-            counts = await self.jobs.counts()
+            views = await jobs.list(state, int(limit_text))
+            counts = await jobs.counts()
         except JobsUnavailable as exc:
             return _reply(503, _plain_error("JobsUnavailable", f"Jobs cannot be read: {exc}."))
         return _reply(

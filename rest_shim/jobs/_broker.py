@@ -203,17 +203,16 @@ class BrokerJobs:
         if not submitted.created:
             return submitted
         try:
-            await asyncio.wait_for(self.publish(job_id, job, created_at), self.publish_timeout)
-        except Exception as exc:
-            logger.error("job %s (%s) could not be published: %s", job_id, job.command_id, exc)
+            await self.publish(job_id, job, created_at)
+        except JobsUnavailable as exc:
+            logger.error("job %s (%s) could not be published: %s", job_id, job.command_id, exc.__cause__)
             try:
                 await self.store.withdraw(job_id)
             except _redis_errors():
                 logger.exception(
                     "job %s could not be withdrawn; a new request for its task replaces it", job_id
                 )
-            msg = f"the job broker (RabbitMQ) did not take the job: {type(exc).__name__}"
-            raise JobsUnavailable(msg) from exc
+            raise
         try:
             await self.store.published(job_id)
         except _redis_errors():
@@ -222,14 +221,16 @@ class BrokerJobs:
         return submitted
 
     async def publish(self, job_id: str, job: NewJob, created_at: float) -> None:
-        """Sends the job's message (no record is written: :meth:`submit` does that first)."""
+        """Sends the job's message and waits for RabbitMQ's confirm, up to ``publish_timeout``
+        (no record is written: :meth:`submit` does that first). Raises :class:`JobsUnavailable`
+        when RabbitMQ does not take it."""
         from taskiq.kicker import AsyncKicker
 
         if self._broker is None:
             msg = "BrokerJobs.start() was not called"
             raise RuntimeError(msg)
         kicker: AsyncKicker[Any, None] = AsyncKicker(TASK_NAME, self._broker, {})
-        await kicker.with_task_id(job_id).kiq(
+        sending = kicker.with_task_id(job_id).kiq(
             job_id=job_id,
             command=job.command,
             command_id=job.command_id,
@@ -238,6 +239,11 @@ class BrokerJobs:
             task_id=job.task_id or "",
             created_at=created_at,
         )
+        try:
+            await asyncio.wait_for(sending, self.publish_timeout)
+        except Exception as exc:
+            msg = f"the job broker (RabbitMQ) did not take the job: {type(exc).__name__}"
+            raise JobsUnavailable(msg) from exc
 
     async def get(self, job_id: str) -> JobView | None:
         with _store_unavailable():
@@ -252,13 +258,12 @@ class BrokerJobs:
             return None
         job, created_at = outcome
         try:
-            await asyncio.wait_for(self.publish(job_id, job, created_at), self.publish_timeout)
-        except Exception as exc:
-            detail = f"its message could not be published again: {type(exc).__name__}"
+            await self.publish(job_id, job, created_at)
+        except JobsUnavailable as exc:
+            detail = f"its message could not be published again: {type(exc.__cause__).__name__}"
             with contextlib.suppress(*_redis_errors()):
                 await self.store.record_delivery(job_id, 0, JobState.FAILED, f"Redelivery failed: {detail}.")
-            msg = f"the job broker (RabbitMQ) did not take the job: {type(exc).__name__}"
-            raise JobsUnavailable(msg) from exc
+            raise
         logger.info("job %s (%s): its callback is sent again", job_id, job.command_id)
         return await self.get(job_id)
 
