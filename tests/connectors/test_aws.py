@@ -25,6 +25,7 @@ from connectors.aws import AwsService
 from server import errors, json_values
 from server.invocation import LocalContext
 from tests.connectors.aws_moto import REGION, MotoServer, unique
+from tests.connectors.commands import Commands
 
 pytestmark = pytest.mark.anyio
 
@@ -96,13 +97,7 @@ def per_call(moto) -> dict[str, str]:
     }
 
 
-async def call(client: httpx.AsyncClient, command: str, **params: Any) -> tuple[int, dict[str, Any]]:
-    """Calls ``aws/<command>`` through the shim; checks the envelope's fixed parts."""
-    response = await client.post(f"/v1/do/aws/{command}", json=params)
-    payload: dict[str, Any] = response.json()
-    assert payload["command_response_version"] == 2
-    assert all(isinstance(line, str) for line in payload["spiff__logs"])
-    return response.status_code, payload
+call = Commands("aws").call
 
 
 async def ok(client: httpx.AsyncClient, command: str, **params: Any) -> Any:

@@ -20,6 +20,7 @@ from connectors.http import HttpService
 from server import errors
 from server.invocation import LocalContext
 from tests.conftest import client_for
+from tests.connectors.commands import Commands
 from tests.connectors.http_target import BASIC_PASSWORD, BASIC_USER, BIG, EDGE, JSON_TEXT, HttpTarget
 
 pytestmark = pytest.mark.anyio
@@ -38,14 +39,7 @@ def target():
         yield server
 
 
-async def call(client: httpx.AsyncClient, command: str, **params: Any) -> tuple[int, dict[str, Any]]:
-    """Calls ``http/<command>`` through the shim; checks the envelope's fixed parts."""
-    response = await client.post(f"/v1/do/http/{command}", json=params)
-    payload: dict[str, Any] = response.json()
-    assert payload["command_response_version"] == 2
-    assert isinstance(payload["spiff__logs"], list)
-    assert all(isinstance(line, str) for line in payload["spiff__logs"])
-    return response.status_code, payload
+call = Commands("http").call
 
 
 async def echo(client: httpx.AsyncClient, command: str, **params: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from connectors.mysql._types import column_type as _column_type
 from server import errors, json_values
 from server.invocation import LocalContext
 from tests.conftest import client_for
+from tests.connectors.commands import Commands
 from tests.connectors.mysql_server import ADMIN_URI, Database, scratch_database
 
 pytestmark = pytest.mark.anyio
@@ -38,26 +39,8 @@ def table(db: Database) -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
 
 
-async def call(client: httpx.AsyncClient, command: str, **params: Any) -> tuple[int, dict[str, Any]]:
-    response = await client.post(f"/v1/do/mysql/{command}", json=params)
-    payload: dict[str, Any] = response.json()
-    assert payload["command_response_version"] == 2
-    assert all(isinstance(line, str) for line in payload["spiff__logs"])
-    return response.status_code, payload
-
-
-async def ok(client: httpx.AsyncClient, command: str, **params: Any) -> Any:
-    status, payload = await call(client, command, **params)
-    assert (status, payload["error"]) == (200, None), payload
-    return payload["command_response"]["body"]
-
-
-async def fails(
-    client: httpx.AsyncClient, command: str, status: int, code: str, **params: Any
-) -> dict[str, Any]:
-    got, payload = await call(client, command, **params)
-    assert (got, payload["error"]["error_code"]) == (status, code), payload
-    return payload
+COMMANDS = Commands("mysql")
+call, ok, fails = COMMANDS.call, COMMANDS.ok, COMMANDS.fails
 
 
 async def make_invoices(client: httpx.AsyncClient, db: Database, table: str) -> None:
