@@ -12,7 +12,9 @@ from typing import Any
 
 from spiff.connector.v1 import types_pb2
 
-__all__ = ["JSON_VALUE", "dump", "dumps", "load", "loads", "to_json_safe"]
+from server import errors
+
+__all__ = ["JSON_VALUE", "dump", "dumps", "load", "load_parameter", "loads", "to_json_safe"]
 
 JSON_VALUE = types_pb2.JsonValue.DESCRIPTOR.full_name
 _ABSENT: Any = object()
@@ -112,3 +114,13 @@ def load(value: types_pb2.JsonValue, default: Any = None) -> Any:
     if not value.json:
         return default
     return loads(value.json)
+
+
+def load_parameter(value: types_pb2.JsonValue, name: str, bad: list[errors.Violation]) -> Any:
+    """A ``JsonValue`` parameter's JSON; when it is not JSON, None, with ``name`` recorded in ``bad``
+    (so a command can report every bad parameter at once)."""
+    try:
+        return load(value)
+    except ValueError:
+        bad.append(errors.Violation(name, "is not valid JSON"))
+        return None

@@ -76,15 +76,15 @@ def prepare(method: str, request: Request) -> Outgoing:
     """Validates the parameters, reporting every bad one at once."""
     bad: list[errors.Violation] = []
     url = _url(request.url, bad)
-    headers = _headers(_json(request.headers, "headers", bad), bad)
-    params = _json(request.params, "params", bad)
+    headers = _headers(json_values.load_parameter(request.headers, "headers", bad), bad)
+    params = json_values.load_parameter(request.params, "params", bad)
     if params is not None and not isinstance(params, dict):
         bad.append(errors.Violation("params", "must be an object"))
     body = None
     skip_auto_headers = None
     if _has_body(request):
         body_format = request.body_format if request.HasField("body_format") else "json"
-        body = _encode_body(_json(request.data, "data", bad), body_format, headers, bad)
+        body = _encode_body(json_values.load_parameter(request.data, "data", bad), body_format, headers, bad)
         if body is None:  # else aiohttp gives POST, PUT and PATCH an application/octet-stream one
             skip_auto_headers = _NO_DEFAULT_CONTENT_TYPE  # (only then: skipping costs a header copy)
     if request.basic_auth_password:
@@ -137,14 +137,6 @@ def _redacted(url: URL) -> str:
     if url.raw_user is not None or url.raw_password is not None or url.raw_query_string or url.raw_fragment:
         url = url.with_user(None).with_query(None).with_fragment(None)
     return str(url)
-
-
-def _json(value: types_pb2.JsonValue, name: str, bad: list[errors.Violation]) -> Any:
-    try:
-        return json_values.load(value)
-    except ValueError:
-        bad.append(errors.Violation(name, "is not valid JSON"))
-        return None
 
 
 def _text(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from connectors._sessions import SessionPool, failure_reason
-from connectors._timing import ms_since
+from connectors._timing import ms_since, time_budget
 from server import errors, log
 
 from ._answer import Answer, send_once
@@ -29,10 +29,7 @@ async def exchange(sessions: SessionPool, outgoing: Outgoing, context: Any, back
         backoff: seconds before the second attempt; each later one waits twice as long.
     """
     loop = asyncio.get_running_loop()
-    budget = outgoing.timeout
-    remaining = context.time_remaining()
-    if remaining is not None:
-        budget = min(budget, remaining - DEADLINE_MARGIN)
+    budget = time_budget(outgoing.timeout, context, DEADLINE_MARGIN)
     deadline = loop.time() + budget
     session = sessions.get()
     attempt = 1

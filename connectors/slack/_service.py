@@ -68,6 +68,7 @@ import aiohttp
 from spiff.connector.slack.v1 import slack_pb2, slack_pb2_grpc
 
 from connectors._sessions import SessionPool
+from connectors._timing import time_budget
 from server import log
 
 from ._errors import rate_limited, result
@@ -158,10 +159,7 @@ class SlackService(slack_pb2_grpc.SlackServiceServicer):
     ) -> slack_pb2.PostMessageResponse:
         outgoing = prepare(request, self._url)
         loop = asyncio.get_running_loop()
-        budget = self._timeout
-        remaining = context.time_remaining()
-        if remaining is not None:
-            budget = min(budget, remaining - DEADLINE_MARGIN)
+        budget = time_budget(self._timeout, context, DEADLINE_MARGIN)
         deadline = loop.time() + budget
         proxy, proxy_auth = await env_proxy(outgoing.url)
         attempts = 1

@@ -14,10 +14,8 @@ import math
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
 
 from spiff.connector.smtp.v1 import smtp_pb2
-from spiff.connector.v1 import types_pb2
 
 from server import errors, json_values, log
 
@@ -79,15 +77,15 @@ def prepare(request: smtp_pb2.SendEmailRequest) -> Outgoing:
     senders = parse_addresses(request.email_from, "email_from", bad)
     if len(senders) != 1 and not any(v.field.startswith("email_from") for v in bad):
         bad.append(errors.Violation("email_from", "must be exactly one address"))
-    to = parse_addresses(_json(request.email_to, "email_to", bad), "email_to", bad)
+    to = parse_addresses(json_values.load_parameter(request.email_to, "email_to", bad), "email_to", bad)
     if not to and not any(v.field.startswith("email_to") for v in bad):
         bad.append(errors.Violation("email_to", "must name at least one address"))
-    cc = parse_addresses(_json(request.cc, "cc", bad), "cc", bad)
-    bcc = parse_addresses(_json(request.bcc, "bcc", bad), "bcc", bad)
-    reply_to = parse_addresses(_json(request.reply_to, "reply_to", bad), "reply_to", bad)
+    cc = parse_addresses(json_values.load_parameter(request.cc, "cc", bad), "cc", bad)
+    bcc = parse_addresses(json_values.load_parameter(request.bcc, "bcc", bad), "bcc", bad)
+    reply_to = parse_addresses(json_values.load_parameter(request.reply_to, "reply_to", bad), "reply_to", bad)
     if any(char in request.email_subject for char in "\r\n"):
         bad.append(errors.Violation("email_subject", "must not contain line breaks"))
-    attachments = parse_attachments(_json(request.attachments, "attachments", bad), bad)
+    attachments = parse_attachments(json_values.load_parameter(request.attachments, "attachments", bad), bad)
     if bad:
         problems = "; ".join(f"{v.field} {v.description}" for v in bad)
         message_text = f"Invalid parameters: {problems}."
@@ -133,11 +131,3 @@ def prepare(request: smtp_pb2.SendEmailRequest) -> Outgoing:
         raw=msg.as_bytes(policy=_POLICY),
         timeout=timeout,
     )
-
-
-def _json(value: types_pb2.JsonValue, name: str, bad: list[errors.Violation]) -> Any:
-    try:
-        return json_values.load(value)
-    except ValueError:
-        bad.append(errors.Violation(name, "is not valid JSON"))
-        return None

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from spiff.connector.smtp.v1 import smtp_pb2, smtp_pb2_grpc
 
 from connectors._lazy import lazy_import
-from connectors._timing import ms_since
+from connectors._timing import ms_since, time_budget
 from server import errors, log
 
 from ._errors import ENV_CA_FILE, all_refused, new_tls_context, ssl_error, translate
@@ -90,10 +90,7 @@ class SmtpService(smtp_pb2_grpc.SmtpServiceServicer):
 
     async def SendEmail(self, request: smtp_pb2.SendEmailRequest, context: Any) -> smtp_pb2.SendEmailResponse:
         outgoing = await asyncio.to_thread(prepare, request)
-        budget = outgoing.timeout
-        remaining = context.time_remaining()
-        if remaining is not None:
-            budget = min(budget, remaining - DEADLINE_MARGIN)
+        budget = time_budget(outgoing.timeout, context, DEADLINE_MARGIN)
         if budget <= 0:
             message_text = f"No time left to send through {outgoing.target}."
             raise errors.DeadlineExceeded(message_text, error_code="SMTPTimeoutError")
