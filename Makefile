@@ -14,20 +14,20 @@ $(STAMP): pyproject.toml hatch_build.py $(shell find protos -name '*.proto')
 
 ## Run the proxy: REST on 127.0.0.1:7004, gRPC on 127.0.0.1:50051 (see README for settings).
 serve: $(STAMP)
-	$(BIN)/python -m server
+	$(BIN)/python -m connector_proxy
 
 ## Run the gRPC server alone.
 serve-grpc: $(STAMP)
-	$(BIN)/python -m server --grpc-only
+	$(BIN)/python -m connector_proxy --grpc-only
 
 ## Run the REST shim alone, in front of CONNECTOR_PROXY_GRPC_TARGETS.
 serve-shim: $(STAMP)
-	$(BIN)/python -m rest_shim
+	$(BIN)/python -m connector_proxy --shim-only
 
 ## Run job worker processes for the scale-out mode (README "Scale-out workers").
 WORKERS ?= 2
 worker: $(STAMP)
-	$(BIN)/python -m server --worker --workers $(WORKERS)
+	$(BIN)/python -m connector_proxy --worker --workers $(WORKERS)
 
 ## Regenerate clients/python from protos/ (the install does this too).
 gen: $(STAMP)
@@ -50,7 +50,7 @@ gen-ts: $(STAMP) $(TS_STAMP)
 
 ## Regenerate the connector reference, docs/connectors.md, from the protos.
 docs: $(STAMP)
-	$(BIN)/python -m server.reference
+	$(BIN)/python -m connector_proxy.reference
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -1,8 +1,8 @@
 """The jobs benchmark: long-running commands in both job modes, measured in the same run.
 
-* embedded: ``python -m server`` alone; jobs in a SQLite file, run by workers in the proxy.
+* embedded: ``python -m connector_proxy`` alone; jobs in a SQLite file, run by workers in the proxy.
 * broker: the same proxy with ``CONNECTOR_PROXY_JOBS_BROKER_URL`` (RabbitMQ) and
-  ``CONNECTOR_PROXY_JOBS_REDIS_URL`` set, plus ``python -m server --worker`` processes,
+  ``CONNECTOR_PROXY_JOBS_REDIS_URL`` set, plus ``python -m connector_proxy --worker`` processes,
   under a namespace of this run's own (``bench-<hex>``), whose queues, exchange and Redis keys
   are deleted at the end.
 
@@ -168,7 +168,7 @@ def _start_proxy(procs: Procs, name: str, env: Mapping[str, str]) -> tuple[Proc,
         "CONNECTOR_PROXY_PORT": str(port),
         "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port),
     }
-    proc = procs.start(name, [PYTHON, "-m", "server"], {**env, **listen})
+    proc = procs.start(name, [PYTHON, "-m", "connector_proxy"], {**env, **listen})
     proc.wait_ready(port)
     return proc, port
 
@@ -196,7 +196,7 @@ def start_broker(procs: Procs, callback_base: str, options: JobsOptions, namespa
         "CONNECTOR_PROXY_JOBS_NAMESPACE": namespace,
     }
     proc, port = _start_proxy(procs, "jobs-broker", env)
-    argv = [PYTHON, "-m", "server", "--worker", "--workers", str(BROKER_WORKER_PROCESSES)]
+    argv = [PYTHON, "-m", "connector_proxy", "--worker", "--workers", str(BROKER_WORKER_PROCESSES)]
     workers = procs.start("jobs-workers", argv, env)
     wait_consumers(options.broker_url, namespace, BROKER_WORKER_PROCESSES, workers)
     return JobSystem("broker", port, (proc, workers))

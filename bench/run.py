@@ -107,7 +107,7 @@ def start_proxy(procs: Procs, name: str = "proxy") -> tuple[Proc, int, int]:
     # Each proxy gets its own job store in the run's temporary directory (one process owns a store).
     jobs_db = procs.log_dir / f"{name}-{port}-jobs.sqlite3"
     env = {**proxy_env(port, grpc_port), "CONNECTOR_PROXY_JOBS_DB": str(jobs_db)}
-    proc = procs.start(name, [PYTHON, "-m", "server"], env)
+    proc = procs.start(name, [PYTHON, "-m", "connector_proxy"], env)
     return proc, port, grpc_port
 
 

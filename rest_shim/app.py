@@ -16,18 +16,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from rest_shim._catalog import Catalogue, CommandSpec
+from rest_shim._jobs import CannotRedeliver, JobBackend, JobState, JobsUnavailable, NewJob
 from rest_shim._openapi import openapi_document
+from rest_shim._proxy_options import prefers_async, split_proxy_options
 from rest_shim._reply import render_reply
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
-from rest_shim.jobs import (
-    CannotRedeliver,
-    JobBackend,
-    JobState,
-    JobsUnavailable,
-    NewJob,
-    prefers_async,
-    split_proxy_options,
-)
 from server import json_values
 from server.invocation import Invoker
 

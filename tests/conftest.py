@@ -14,11 +14,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from connector_proxy._embedded import close_connectors
 from rest_shim import Catalogue, RemoteInvoker, create_app, fetch_services
 from server._registry import Connector, discover
 from server.app import create_server
 from server.invocation import LocalInvoker
-from server.serve import close_connectors
 
 AppFactory = Callable[..., Starlette]
 

@@ -1,5 +1,6 @@
-"""The real entry points as processes, over real sockets: ``python -m server`` (embedded),
-``python -m server --grpc-only`` and ``python -m rest_shim`` in front of it; SIGTERM stops them cleanly."""
+"""The real entry points as processes, over real sockets: ``python -m connector_proxy`` (embedded),
+``python -m connector_proxy --grpc-only`` and ``python -m connector_proxy --shim-only`` in front of it;
+SIGTERM stops them cleanly."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def test_embedded_proxy_serves_rest_and_grpc_and_stops_on_a_signal(tmp_path, sig
     port, grpc_port = free_port(), free_port()
     env = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port)}
     log = tmp_path / "server.log"
-    with process(["-m", "server"], env, log) as proc:
+    with process(["-m", "connector_proxy"], env, log) as proc:
         base_url = f"http://127.0.0.1:{port}"
         wait_for_http(base_url, proc, log)
         call_example_over_http(base_url)
@@ -131,11 +132,11 @@ def test_shim_alone_fronts_a_grpc_only_server(tmp_path):
     target = f"127.0.0.1:{grpc_port}"
     grpc_log, shim_log = tmp_path / "grpc.log", tmp_path / "shim.log"
     with process(
-        ["-m", "server", "--grpc-only"], {"CONNECTOR_PROXY_GRPC_PORT": str(grpc_port)}, grpc_log
+        ["-m", "connector_proxy", "--grpc-only"], {"CONNECTOR_PROXY_GRPC_PORT": str(grpc_port)}, grpc_log
     ) as server:
         wait_for_grpc(target, server, grpc_log)
         shim_env = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_TARGETS": target}
-        with process(["-m", "rest_shim"], shim_env, shim_log) as shim:
+        with process(["-m", "connector_proxy", "--shim-only"], shim_env, shim_log) as shim:
             base_url = f"http://127.0.0.1:{port}"
             wait_for_http(base_url, shim, shim_log)
             call_example_over_http(base_url)
@@ -150,14 +151,14 @@ def test_shim_alone_fronts_a_grpc_only_server(tmp_path):
 def test_shim_without_targets_refuses_to_start(tmp_path):
     log = tmp_path / "shim.log"
     env = {"CONNECTOR_PROXY_PORT": str(free_port()), "CONNECTOR_PROXY_GRPC_TARGETS": ""}
-    with process(["-m", "rest_shim"], env, log) as shim:
+    with process(["-m", "connector_proxy", "--shim-only"], env, log) as shim:
         assert shim.wait(timeout=STARTUP_SECONDS) != 0
     assert "CONNECTOR_PROXY_GRPC_TARGETS" in log.read_text()
 
 
 def test_bad_settings_stop_start_up(tmp_path):
     log = tmp_path / "server.log"
-    with process(["-m", "server"], {"CONNECTOR_PROXY_API_KEY": ""}, log) as proc:
+    with process(["-m", "connector_proxy"], {"CONNECTOR_PROXY_API_KEY": ""}, log) as proc:
         assert proc.wait(timeout=STARTUP_SECONDS) != 0
     assert "CONNECTOR_PROXY_API_KEY" in log.read_text()
 
@@ -189,7 +190,7 @@ def test_sigterm_lets_in_flight_rest_and_grpc_calls_finish(tmp_path):
     env = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port)}
     log = tmp_path / "server.log"
     try:
-        with process(["-m", "server"], env, log) as proc, ThreadPoolExecutor(2) as pool:
+        with process(["-m", "connector_proxy"], env, log) as proc, ThreadPoolExecutor(2) as pool:
             base_url = f"http://127.0.0.1:{port}"
             wait_for_http(base_url, proc, log)
             rest_call = pool.submit(

@@ -9,7 +9,7 @@ import sys
 import grpc
 import pytest
 
-from server import reference
+from connector_proxy import reference
 from server._registry import discover
 from server.schema import command_options, connector_options
 

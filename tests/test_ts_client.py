@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import pytest
 
+from jobs import embedded_jobs, jobs_service
 from rest_shim import Catalogue
-from rest_shim.jobs import embedded_jobs, jobs_service
 from server._registry import Connector
 from server.app import create_server
 from server.invocation import LocalInvoker
@@ -34,7 +34,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 async def target(connectors: list[Connector], tmp_path: pathlib.Path) -> AsyncIterator[str]:
-    """The gRPC server as ``python -m server`` runs it: the connectors and JobsService (embedded jobs)."""
+    """The gRPC server as ``python -m connector_proxy`` runs it: the connectors and JobsService
+    (embedded jobs)."""
     jobs = embedded_jobs(Settings.from_env({"CONNECTOR_PROXY_JOBS_DB": str(tmp_path / "jobs.sqlite3")}))
     await jobs.start(Catalogue(c.service for c in connectors), LocalInvoker(connectors))
     server, port = await create_server(connectors, "127.0.0.1:0", services=[jobs_service(jobs)])

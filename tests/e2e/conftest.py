@@ -1,4 +1,4 @@
-"""Real processes for the end-to-end tests: the proxy (``python -m server``) and an HTTP target.
+"""Real processes for the end-to-end tests: the proxy (``python -m connector_proxy``) and an HTTP target.
 
 The proxy is started once per module on free loopback ports and stopped with SIGTERM (then
 SIGKILL) at teardown; its output goes to a log file that failure messages quote.
@@ -39,7 +39,7 @@ class ProxyProcess:
 
 @pytest.fixture(scope="module")
 def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    """``python -m server`` on free ports, reachable once ``GET /liveness`` answers 200."""
+    """``python -m connector_proxy`` on free ports, reachable once ``GET /liveness`` answers 200."""
     port, grpc_port = free_port(), free_port()
     log_path = tmp_path_factory.mktemp("proxy") / "proxy.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_PROXY_")}
@@ -52,7 +52,7 @@ def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPro
     }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server"],
+            [sys.executable, "-m", "connector_proxy"],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log_file,

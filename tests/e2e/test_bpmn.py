@@ -1,6 +1,6 @@
 """End to end: BPMN diagrams with spiff service tasks, run by SpiffWorkflow against the real proxy.
 
-The proxy runs as its own process (``python -m server``); the engine calls it through
+The proxy runs as its own process (``python -m connector_proxy``); the engine calls it through
 ``backend_rules``, which applies spiff-arena's request building and response rules exactly
 (spec §2, §3.2-3.4). So each test shows what an Arena process instance would end up with.
 """

@@ -13,8 +13,7 @@ import os
 import uuid
 from typing import Any
 
-from rest_shim._catalog import Catalogue
-from rest_shim.jobs import (
+from jobs import (
     BrokerJobs,
     BrokerWorker,
     CallbackDelivery,
@@ -26,6 +25,7 @@ from rest_shim.jobs import (
     connect_redis,
     taskiq_broker,
 )
+from rest_shim._catalog import Catalogue
 from server.invocation import Invoker
 
 BROKER_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -70,7 +70,7 @@ class InProcessBroker:
     ) -> None:
         self.namespace = namespace or new_namespace()
         self.shim = BrokerJobs(BROKER_URL, redis_url, self.namespace, CallbackDelivery(**delivery))
-        # As in a worker process (rest_shim.jobs.broker_worker): Redis outages are waited out.
+        # As in a worker process (jobs.broker_worker): Redis outages are waited out.
         self.worker = BrokerWorker(
             RedisJobStore(connect_redis(redis_url, retries=-1), self.namespace),
             CallbackDelivery(**delivery),

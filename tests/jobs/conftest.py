@@ -19,7 +19,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from rest_shim.jobs import CallbackDelivery, EmbeddedJobs, JobBackend
+from jobs import CallbackDelivery, EmbeddedJobs, JobBackend
 from tests.conftest import AppFactory, client_for
 from tests.jobs.broker import InProcessBroker
 from tests.jobs.fake_spiff import FakeSpiff

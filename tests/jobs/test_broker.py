@@ -15,7 +15,7 @@ import uuid
 import anyio
 import pytest
 
-from rest_shim.jobs import BrokerJobs, CallbackDelivery, JobState, NewJob, RedisJobStore, connect_redis
+from jobs import BrokerJobs, CallbackDelivery, JobState, NewJob, RedisJobStore, connect_redis
 from tests.jobs.broker import BROKER_URL, REDIS_URL, InProcessBroker, drop_namespace, new_namespace
 from tests.jobs.conftest import callback_url, callbacks, job_in, running, spiff_body
 from tests.ports import free_port

@@ -1,7 +1,7 @@
-"""Scale-out with real processes: the proxy (``python -m server`` in broker mode) and two worker
-processes (``python -m server --worker --workers 2``, taskiq's worker command) on the machine's RabbitMQ and
-Redis. The workers share the load; a worker killed with SIGKILL mid-run or mid-callback loses
-nothing, and the callback arrives once."""
+"""Scale-out with real processes: the proxy (``python -m connector_proxy`` in broker mode) and two
+worker processes (``python -m connector_proxy --worker --workers 2``, taskiq's worker command) on the
+machine's RabbitMQ and Redis. The workers share the load; a worker killed with SIGKILL mid-run or
+mid-callback loses nothing, and the callback arrives once."""
 
 from __future__ import annotations
 
@@ -62,11 +62,11 @@ def scaled_out(tmp_path: Path, spiff: FakeSpiff | None, **settings: str) -> Iter
     port = free_port()
     ports = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(free_port())}
     worker_log, proxy_log = tmp_path / "workers.log", tmp_path / "proxy.log"
-    argv = ["-m", "server", "--worker", "--workers", str(WORKER_PROCESSES)]
+    argv = ["-m", "connector_proxy", "--worker", "--workers", str(WORKER_PROCESSES)]
     try:
         with (
             process(argv, env, worker_log) as workers,
-            process(["-m", "server"], {**env, **ports}, proxy_log) as proxy,
+            process(["-m", "connector_proxy"], {**env, **ports}, proxy_log) as proxy,
         ):
             base_url = f"http://127.0.0.1:{port}"
             wait_for_http(base_url, proxy, proxy_log)
@@ -190,7 +190,7 @@ def test_the_proxy_killed_after_the_202_loses_nothing(tmp_path):
 
 def test_workers_need_a_broker_url():
     result = subprocess.run(
-        [sys.executable, "-m", "server", "--worker"],
+        [sys.executable, "-m", "connector_proxy", "--worker"],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_PROXY_")},
         capture_output=True,

@@ -9,8 +9,7 @@ import pytest
 from spiff.connector.example.v1 import example_pb2
 from spiff.proxy.v1 import jobs_pb2, jobs_pb2_grpc
 
-from rest_shim import Catalogue, fetch_services
-from rest_shim.jobs import (
+from jobs import (
     BrokerJobs,
     CallbackDelivery,
     EmbeddedJobs,
@@ -21,6 +20,7 @@ from rest_shim.jobs import (
     prefers_async,
     split_proxy_options,
 )
+from rest_shim import Catalogue, fetch_services
 from server.app import create_server
 from server.invocation import LocalInvoker
 from server.settings import Settings

@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from rest_shim.jobs import JobState, NewJob
-from rest_shim.jobs._store import JobStore
+from jobs import JobState, NewJob
+from jobs._store import JobStore
 from tests.jobs.conftest import TASK_ID, callback_url, callbacks, job_in, running, spiff_body
 
 pytestmark = pytest.mark.anyio

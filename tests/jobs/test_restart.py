@@ -1,5 +1,5 @@
 """Durability with real processes: a job answered with 202 is delivered, once, even when the proxy
-is killed with SIGKILL while the command runs (``python -m server``, as in tests/test_process.py)."""
+is killed with SIGKILL while the command runs (``python -m connector_proxy``, as in tests/test_process.py)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_a_job_survives_sigkill_and_calls_back_once(tmp_path):
         port, grpc_port = free_port(), free_port()
         first_log = tmp_path / "first.log"
         ports = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port)}
-        with process(["-m", "server"], {**env, **ports}, first_log) as proxy:
+        with process(["-m", "connector_proxy"], {**env, **ports}, first_log) as proxy:
             base_url = f"http://127.0.0.1:{port}"
             wait_for_http(base_url, proxy, first_log)
             response = httpx.post(
@@ -62,7 +62,7 @@ def test_a_job_survives_sigkill_and_calls_back_once(tmp_path):
         port, grpc_port = free_port(), free_port()
         second_log = tmp_path / "second.log"
         ports = {"CONNECTOR_PROXY_PORT": str(port), "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port)}
-        with process(["-m", "server"], {**env, **ports}, second_log) as proxy:
+        with process(["-m", "connector_proxy"], {**env, **ports}, second_log) as proxy:
             base_url = f"http://127.0.0.1:{port}"
             wait_for_http(base_url, proxy, second_log)
             (call,) = spiff.wait_for(1, timeout=SECONDS + 15)

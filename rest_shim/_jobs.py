@@ -3,9 +3,9 @@
 A *job* is one accepted long-running call of a command: the shim answered 202 and owes
 spiff-arena a callback (a PUT of the v2 envelope to ``spiff__callback_url``). Where jobs are
 stored and which process runs them is a backend's business; the shim only talks to
-:class:`JobBackend`. The embedded backend (:class:`rest_shim.jobs.EmbeddedJobs`) keeps them in a
+:class:`JobBackend`. The embedded backend (:class:`jobs.EmbeddedJobs`) keeps them in a
 local SQLite file and runs them in this process; a broker backend implements the same methods on a
-task engine, reusing :func:`rest_shim.jobs.run_job` and :class:`rest_shim.jobs.CallbackDelivery`.
+task engine, reusing :func:`jobs.run_job` and :class:`jobs.CallbackDelivery`.
 """
 
 from __future__ import annotations

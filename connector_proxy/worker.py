@@ -1,8 +1,8 @@
 """Job worker processes for the scale-out mode, run by taskiq's worker command::
 
-    python -m server --worker --workers 4
+    python -m connector_proxy --worker --workers 4
 
-(``make worker``; the same as ``taskiq worker server.worker:broker --workers 4`` once the settings
+(``make worker``; the same as ``taskiq worker connector_proxy.worker:broker --workers 4`` once the settings
 are checked.) Each process takes jobs from ``CONNECTOR_PROXY_JOBS_BROKER_URL``, runs them
 with the connectors of this checkout (or, with ``CONNECTOR_PROXY_GRPC_TARGETS``, on those gRPC
 servers), and delivers their callbacks. ``CONNECTOR_PROXY_JOB_WORKERS`` jobs run at once in each
@@ -16,12 +16,12 @@ from typing import Any
 
 from taskiq import TaskiqEvents, TaskiqState
 
+from connector_proxy._embedded import close_connectors
+from connector_proxy._shim import Remote, connect_remote
+from jobs import broker_worker, taskiq_broker
 from rest_shim._catalog import Catalogue
-from rest_shim.jobs import broker_worker, taskiq_broker
-from rest_shim.serve import Remote, connect_remote
 from server._registry import Connector, discover
 from server.invocation import LocalInvoker
-from server.serve import close_connectors
 from server.settings import Settings
 
 __all__ = ["broker"]
@@ -29,7 +29,7 @@ __all__ = ["broker"]
 logger = logging.getLogger(__name__)
 
 settings = Settings.from_env()
-if settings.jobs_broker_url is None:  # ``python -m server --worker`` says so before starting taskiq
+if settings.jobs_broker_url is None:  # ``python -m connector_proxy --worker`` says so before starting taskiq
     msg = "set CONNECTOR_PROXY_JOBS_BROKER_URL to run job workers"
     raise RuntimeError(msg)
 

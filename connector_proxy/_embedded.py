@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 import uvicorn
 from starlette.applications import Starlette
 
+from jobs import job_backend, jobs_service
 from rest_shim import Catalogue, create_app
-from rest_shim.jobs import job_backend, jobs_service
 from server._registry import Connector, discover
 from server.app import create_server
 from server.invocation import LocalInvoker

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
 from rest_shim._catalog import CommandSpec
+from rest_shim._jobs import JobState
 from rest_shim._reply import render_reply
 from rest_shim._status import error_envelope
-from rest_shim.jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
-from rest_shim.jobs._model import JobState
 from server import json_values
 from server.invocation import Invoker
 

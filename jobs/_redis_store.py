@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rest_shim.jobs._model import JobState, JobView, NewJob, Submitted
+from rest_shim._jobs import JobState, JobView, NewJob, Submitted
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from spiff.proxy.v1 import jobs_pb2, jobs_pb2_grpc
 
-from rest_shim.jobs._model import CannotRedeliver, JobBackend, JobState, JobsUnavailable, JobView
+from rest_shim._jobs import CannotRedeliver, JobBackend, JobState, JobsUnavailable, JobView
 from server.app import ExtraService
 
 __all__ = ["JobsServicer", "jobs_service"]

@@ -1,6 +1,6 @@
 """The connector reference (docs/connectors.md), generated from the protos' descriptors.
 
-``python -m server.reference`` writes it; ``--check`` fails when the committed file is stale.
+``python -m connector_proxy.reference`` writes it; ``--check`` fails when the committed file is stale.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def render(connectors: Sequence[Connector]) -> str:
     lines = [
         "# Connector reference",
         "",
-        "Generated from the protos by `make docs` (`python -m server.reference`); do not edit.",
+        "Generated from the protos by `make docs` (`python -m connector_proxy.reference`); do not edit.",
         "Parameter types are spiff's (`str`, `int`, `bool`, `any`) with the JSON type accepted;",
         "`/v1/commands` and `/openapi.json` carry the same facts for programs.",
         "",
@@ -111,7 +111,7 @@ def render(connectors: Sequence[Connector]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m connector_proxy.reference", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/connectors.md is not current")
     args = parser.parse_args(argv)
     text = render(discover(["connectors"]))

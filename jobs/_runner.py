@@ -14,11 +14,11 @@ import logging
 import time
 from pathlib import Path
 
+from jobs._delivery import CallbackDelivery
+from jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
+from jobs._store import ClaimedJob, JobStore
 from rest_shim._catalog import Catalogue, CommandSpec
-from rest_shim.jobs._delivery import CallbackDelivery
-from rest_shim.jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
-from rest_shim.jobs._model import CannotRedeliver, JobState, JobView, NewJob, Submitted
-from rest_shim.jobs._store import ClaimedJob, JobStore
+from rest_shim._jobs import CannotRedeliver, JobState, JobView, NewJob, Submitted
 from server.invocation import Invoker
 
 __all__ = ["EmbeddedJobs"]
@@ -239,7 +239,7 @@ class EmbeddedJobs:
     async def record_delivery(
         self, job_id: str, attempts: int, state: JobState, last_error: str | None
     ) -> None:
-        """One callback attempt's outcome (the :class:`~rest_shim.jobs.Ledger` of this backend)."""
+        """One callback attempt's outcome (the :class:`~jobs.Ledger` of this backend)."""
         await self.store.call(self.store.record_delivery, job_id, attempts, state, last_error)
 
     async def _purge_periodically(self) -> None:

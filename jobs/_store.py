@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rest_shim.jobs._lifecycle import PendingDelivery
-from rest_shim.jobs._model import JobState, JobView, NewJob, Submitted
+from jobs._lifecycle import PendingDelivery
+from rest_shim._jobs import JobState, JobView, NewJob, Submitted
 
 __all__ = ["ClaimedJob", "JobStore"]
 

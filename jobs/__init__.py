@@ -4,28 +4,31 @@
 The shim talks to a :class:`JobBackend`. :class:`EmbeddedJobs` is the default one: a local
 SQLite store and workers in the proxy's process. :class:`BrokerJobs` is the scale-out one: jobs
 on RabbitMQ through taskiq, run by worker processes (:class:`BrokerWorker`, started by
-``python -m server --worker``), their state in Redis. Both run a job the same way
-(:mod:`rest_shim.jobs._lifecycle`) and deliver it with :class:`CallbackDelivery`.
+``python -m connector_proxy --worker``), their state in Redis. Both run a job the same way
+(:mod:`jobs._lifecycle`) and deliver it with :class:`CallbackDelivery`.
 """
 
 from __future__ import annotations
 
-from rest_shim.jobs._broker import BrokerJobs, BrokerWorker, connect_redis, taskiq_broker
-from rest_shim.jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
-from rest_shim.jobs._grpc import JobsServicer, jobs_service
-from rest_shim.jobs._lifecycle import run_job
-from rest_shim.jobs._model import (
+from jobs._broker import BrokerJobs, BrokerWorker, connect_redis, taskiq_broker
+from jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
+from jobs._grpc import JobsServicer, jobs_service
+from jobs._lifecycle import run_job
+from jobs._redis_store import RedisJobStore
+from jobs._runner import EmbeddedJobs
+from rest_shim import (
+    PROXY_PREFIX,
     CannotRedeliver,
     JobBackend,
     JobState,
     JobsUnavailable,
     JobView,
     NewJob,
+    ProxyOptions,
     Submitted,
+    prefers_async,
+    split_proxy_options,
 )
-from rest_shim.jobs._redis_store import RedisJobStore
-from rest_shim.jobs._request import PROXY_PREFIX, ProxyOptions, prefers_async, split_proxy_options
-from rest_shim.jobs._runner import EmbeddedJobs
 from server.settings import Settings
 
 __all__ = [

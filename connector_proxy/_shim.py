@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 
+from jobs import job_backend
 from rest_shim._catalog import Catalogue
 from rest_shim._remote import RemoteInvoker, Router, fetch_services
 from rest_shim.app import create_app
-from rest_shim.jobs import job_backend
 from server.invocation import Invoker
 from server.settings import Settings
 
@@ -87,7 +87,7 @@ async def build_remote_app(settings: Settings) -> Starlette:
 
 
 def run_shim(settings: Settings) -> None:
-    from server.serve import configure_logging, run_uvicorn
+    from connector_proxy._embedded import configure_logging, run_uvicorn
 
     configure_logging(settings.log_level)
     app = asyncio.run(build_remote_app(settings))

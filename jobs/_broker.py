@@ -2,7 +2,7 @@
 
 The shim (:class:`BrokerJobs`) stores a job's record in Redis, publishes its message to a durable
 quorum queue and waits for RabbitMQ's confirm before answering 202. Worker processes
-(``python -m server --worker``, each running :class:`BrokerWorker`) take messages,
+(``python -m connector_proxy --worker``, each running :class:`BrokerWorker`) take messages,
 run the command, deliver the callback, and only then acknowledge the message. A worker that dies
 at any point leaves its message unacknowledged, and RabbitMQ hands it to another worker as soon
 as the dead one's connection closes; that worker finds in Redis how far the job got (a command
@@ -27,11 +27,11 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from jobs._delivery import CallbackDelivery
+from jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
+from jobs._redis_store import RedisJobStore
 from rest_shim._catalog import Catalogue, CommandSpec
-from rest_shim.jobs._delivery import CallbackDelivery
-from rest_shim.jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
-from rest_shim.jobs._model import CannotRedeliver, JobState, JobsUnavailable, JobView, NewJob, Submitted
-from rest_shim.jobs._redis_store import RedisJobStore
+from rest_shim._jobs import CannotRedeliver, JobState, JobsUnavailable, JobView, NewJob, Submitted
 from server.invocation import Invoker
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def _store_unavailable() -> Iterator[None]:
 
 
 class BrokerJobs:
-    """The shim's side of the broker mode (a :class:`~rest_shim.jobs.JobBackend`).
+    """The shim's side of the broker mode (a :class:`~jobs.JobBackend`).
 
     Args:
         broker_url: RabbitMQ, e.g. ``amqp://guest:guest@127.0.0.1:5672/``.
