@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connector_proxy._embedded import run_embedded, run_grpc
-from connector_proxy._shim import run_shim
+from connector_proxy._processes import run_embedded, run_grpc, run_shim
 from server.settings import Settings
 
 parser = argparse.ArgumentParser(prog="python -m connector_proxy", description=__doc__)

@@ -2,26 +2,26 @@
 
     python -m connector_proxy --worker --workers 4
 
-(``make worker``; the same as ``taskiq worker connector_proxy.worker:broker --workers 4`` once the settings
-are checked.) Each process takes jobs from ``CONNECTOR_PROXY_JOBS_BROKER_URL``, runs them
-with the connectors of this checkout (or, with ``CONNECTOR_PROXY_GRPC_TARGETS``, on those gRPC
-servers), and delivers their callbacks. ``CONNECTOR_PROXY_JOB_WORKERS`` jobs run at once in each
-process. The settings are the proxy's; see the README's "Scale-out workers".
+(``make worker``; the same as ``taskiq worker connector_proxy.worker:broker --workers 4`` once the
+settings are checked.) Each process takes jobs from ``CONNECTOR_PROXY_JOBS_BROKER_URL``, runs them
+with the connectors of this checkout and those of the gRPC servers in
+``CONNECTOR_PROXY_GRPC_TARGETS``, and delivers their callbacks. ``CONNECTOR_PROXY_JOB_WORKERS``
+jobs run at once in each process. The settings are the proxy's; see the README's "Scale-out workers".
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+from google.protobuf import descriptor
 from taskiq import TaskiqEvents, TaskiqState
 
-from connector_proxy._embedded import close_connectors
-from connector_proxy._shim import Remote, connect_remote
+from connector_proxy._processes import close_connectors, federation_for
 from jobs import broker_worker, taskiq_broker
-from rest_shim._catalog import Catalogue
-from server._registry import Connector, discover
-from server.invocation import LocalInvoker
+from rest_shim import Catalogue
+from server._registry import discover
 from server.settings import Settings
 
 __all__ = ["broker"]
@@ -40,26 +40,30 @@ worker.register(broker)
 _hosted: dict[str, Any] = {}
 
 
+def _use(services: Sequence[descriptor.ServiceDescriptor]) -> None:
+    try:
+        worker.use_catalogue(Catalogue(services))
+    except ValueError as exc:
+        logger.error("the changed commands cannot be served (%s); keeping the previous ones", exc)
+
+
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _start(state: TaskiqState) -> None:
-    if settings.grpc_targets:
-        remote = await connect_remote(settings)
-        await remote.start()
-        _hosted["remote"] = remote
-        await worker.start(remote.catalogue, remote.router)
-        return
     connectors = discover(settings.connector_packages)
-    _hosted["connectors"] = connectors
-    await worker.start(Catalogue(c.service for c in connectors), LocalInvoker(connectors))
+    federation = federation_for(settings, connectors)
+    federation.subscribe(_use)
+    await federation.start()
+    _hosted["connectors"], _hosted["federation"] = connectors, federation
+    await worker.start(Catalogue(federation.services), federation)
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
 async def _stop(state: TaskiqState) -> None:
     await worker.close()
-    remote: Remote | None = _hosted.pop("remote", None)
-    if remote is not None:
-        await remote.close(settings.shutdown_grace)
-    connectors: list[Connector] | None = _hosted.pop("connectors", None)
+    federation = _hosted.pop("federation", None)
+    if federation is not None:
+        await federation.close(settings.shutdown_grace)
+    connectors = _hosted.pop("connectors", None)
     if connectors is not None:
         await close_connectors(connectors)
     await worker.store.redis.aclose()

@@ -140,6 +140,9 @@ class BrokerJobs:
             raise RuntimeError(msg)
         return self._store
 
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        """Nothing to do: the workers run the jobs, with their own catalogue."""
+
     async def start(self, catalogue: Catalogue, invoker: Invoker) -> None:
         """Connects to Redis and RabbitMQ (failing start-up when either is unreachable)."""
         redis = connect_redis(self.redis_url, retries=3)
@@ -305,8 +308,11 @@ class BrokerWorker:
         self._specs: Mapping[str, CommandSpec] = {}
         self._invoker: Invoker | None = None
 
-    async def start(self, catalogue: Catalogue, invoker: Invoker) -> None:
+    def use_catalogue(self, catalogue: Catalogue) -> None:
         self._specs = {spec.full_method: spec for spec in catalogue.commands.values()}
+
+    async def start(self, catalogue: Catalogue, invoker: Invoker) -> None:
+        self.use_catalogue(catalogue)
         self._invoker = invoker
         await self.delivery.start()
         if not self.delivery.credential:

@@ -76,9 +76,12 @@ class EmbeddedJobs:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        self._specs = {spec.full_method: spec for spec in catalogue.commands.values()}
+
     async def start(self, catalogue: Catalogue, invoker: Invoker) -> None:
         """Opens the store, recovers what a previous process left, and starts the workers."""
-        self._specs = {spec.full_method: spec for spec in catalogue.commands.values()}
+        self.use_catalogue(catalogue)
         self._invoker = invoker
         self._stopping = False
         self._wakeup = asyncio.Event()

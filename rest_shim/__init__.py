@@ -19,8 +19,7 @@ from rest_shim._jobs import (
     Submitted,
 )
 from rest_shim._proxy_options import PROXY_PREFIX, ProxyOptions, prefers_async, split_proxy_options
-from rest_shim._remote import RemoteInvoker, Router, fetch_services
-from rest_shim.app import create_app
+from rest_shim.app import create_app, replace_catalogue
 
 __all__ = [
     "PROXY_PREFIX",
@@ -33,11 +32,9 @@ __all__ = [
     "JobsUnavailable",
     "NewJob",
     "ProxyOptions",
-    "RemoteInvoker",
-    "Router",
     "Submitted",
     "create_app",
-    "fetch_services",
     "prefers_async",
+    "replace_catalogue",
     "split_proxy_options",
 ]

@@ -117,6 +117,10 @@ class JobBackend(Protocol):
 
     async def start(self, catalogue: Catalogue, invoker: Invoker) -> None: ...
 
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        """Runs jobs with the commands of ``catalogue`` from now on (upstreams changed)."""
+        ...
+
     async def close(self) -> None: ...
 
     def callback_problem(self, url: str) -> str | None:

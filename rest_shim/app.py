@@ -24,7 +24,7 @@ from rest_shim._status import HTTP_STATUS, envelope, error_envelope
 from server import json_values
 from server.invocation import Invoker
 
-__all__ = ["API_KEY_HEADER", "create_app"]
+__all__ = ["API_KEY_HEADER", "create_app", "replace_catalogue"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,23 @@ class ProxyEndpoints:
         max_body_bytes: int,
         jobs: JobBackend | None = None,
         path_prefix: str = "",
+        upstreams: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
-        self.catalogue = catalogue
         self.jobs = jobs
         self.path_prefix = path_prefix
-        self.openapi_body = _dumps(openapi_document(catalogue.commands.values()))
+        self.upstreams_view = upstreams
+        self.replace_catalogue(catalogue)
         self.invoker = invoker
         self.api_key = api_key.encode() if api_key is not None else None
         self.command_timeout = command_timeout
         self.max_body_bytes = max_body_bytes
+
+    def replace_catalogue(self, catalogue: Catalogue) -> None:
+        """Serves ``catalogue`` from now on (the upstreams' commands changed)."""
+        openapi_body = _dumps(openapi_document(catalogue.commands.values()))
+        self.catalogue, self.openapi_body = catalogue, openapi_body
+        if self.jobs is not None:
+            self.jobs.use_catalogue(catalogue)
 
     def _authorized(self, request: Request) -> bool:
         if self.api_key is None:
@@ -106,6 +114,13 @@ class ProxyEndpoints:
         if not self._authorized(request):
             return _JSONResponse(_UNAUTHORIZED, status_code=401)
         return _JSONResponse(self.catalogue.auths_body)
+
+    async def upstreams(self, request: Request) -> Response:
+        """``GET /v1/upstreams``: each gRPC server fronted, its state and its commands."""
+        if not self._authorized(request):
+            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+        view = self.upstreams_view() if self.upstreams_view is not None else []
+        return _reply(200, {"upstreams": view})
 
     async def typeahead(self, request: Request) -> Response:
         """spiff-arena's typeahead endpoint (no API key: the backend sends none here).
@@ -342,13 +357,13 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def _with_jobs(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None,
     jobs: JobBackend,
-    catalogue: Catalogue,
-    invoker: Invoker,
+    endpoints: ProxyEndpoints,
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def with_jobs(app: Starlette) -> AsyncIterator[None]:
         async with lifespan(app) if lifespan is not None else nullcontext():
-            await jobs.start(catalogue, invoker)
+            # The catalogue as the lifespan left it (upstreams discovered), kept current after.
+            await jobs.start(endpoints.catalogue, endpoints.invoker)
             try:
                 yield
             finally:
@@ -367,6 +382,7 @@ def create_app(
     path_prefix: str = "",
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     jobs: JobBackend | None = None,
+    upstreams: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> Starlette:
     """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}``,
     ``/v1/jobs``, ``/openapi.json`` and liveness.
@@ -382,6 +398,9 @@ def create_app(
         jobs: where asynchronous calls go (long-running commands, ``Prefer: respond-async``,
             ``proxy__async``); started after ``lifespan`` has entered and closed before it exits.
             Without one, such calls answer 501 ``AsyncUnavailable``.
+        upstreams: what ``GET /v1/upstreams`` shows (the gRPC servers fronted); ``[]`` without.
+
+    The catalogue can be replaced while the app runs: :func:`replace_catalogue`.
     """
     if api_key is not None and not api_key:
         msg = "an empty API key would leave the proxy open; pass None to run without one"
@@ -394,14 +413,16 @@ def create_app(
         max_body_bytes=max_body_bytes,
         jobs=jobs,
         path_prefix=path_prefix,
+        upstreams=upstreams,
     )
     if jobs is not None:
-        lifespan = _with_jobs(lifespan, jobs, catalogue, invoker)
+        lifespan = _with_jobs(lifespan, jobs, endpoints)
     routes: Sequence[BaseRoute] = [
         # The hot route first: Starlette tries routes in order.
         Route("/v1/do/{connector}/{command}", endpoints.do, methods=["POST"]),
         Route("/v1/commands", endpoints.commands),
         Route("/v1/auths", endpoints.auths),
+        Route("/v1/upstreams", endpoints.upstreams),
         Route("/v1/jobs", endpoints.job_list),
         Route("/v1/jobs/{job_id}", endpoints.job),
         Route("/v1/jobs/{job_id}/redeliver", endpoints.job_redeliver, methods=["POST"]),
@@ -412,8 +433,17 @@ def create_app(
     ]
     if path_prefix:
         routes = [Mount(path_prefix, routes=list(routes))]
-    return Starlette(
+    app = Starlette(
         routes=list(routes),
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
+    app.state.endpoints = endpoints
+    return app
+
+
+def replace_catalogue(app: Starlette, catalogue: Catalogue) -> None:
+    """Makes an app made by :func:`create_app` serve ``catalogue`` (``/v1/commands``,
+    ``/openapi.json``, ``/v1/do`` and its jobs) from the next request on."""
+    endpoints: ProxyEndpoints = app.state.endpoints
+    endpoints.replace_catalogue(catalogue)

@@ -8,35 +8,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import message
+from google.protobuf import descriptor_pool, message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from server._reflection import LiveReflection
 from server._registry import Command, Connector
+from server.forwarding import UpstreamForwarder
 from server.invocation import ServerContext, execute_within
+from server.security import ApiKeyInterceptor
+from server.upstreams import Federation
+from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY, grpc_options
 
-__all__ = ["LOG_METADATA_KEY", "ExtraService", "create_server", "grpc_options"]
+__all__ = ["ExtraService", "create_server"]
 
 logger = logging.getLogger(__name__)
 
-LOG_METADATA_KEY = "spiff-log-bin"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 DEADLINE_MARGIN = 0.05  # seconds: room for the answer to reach the caller before its deadline
-
-
-def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel and server options shared by both ends: message sizes that fit large task data.
-
-    A command's log lines and a failure's details (with its partial result, e.g. an upstream
-    error page) travel in trailing metadata, which gRPC otherwise caps at 8-16 KiB: past that
-    the call would fail with RESOURCE_EXHAUSTED instead of delivering its answer.
-    """
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_metadata_size", max_message_bytes),
-        ("grpc.absolute_max_metadata_size", max_message_bytes),
-    ]
+# Accept keepalive pings every 10 s even on idle connections (a proxy in front of this server
+# keeps a health watch open and pings it); gRPC's default would close such a connection.
+_PING_POLICY = [
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
 
 
 @dataclass(frozen=True)
@@ -90,15 +84,25 @@ async def create_server(
     max_message_bytes: int = 64 * 1024 * 1024,
     extra_options: Iterable[tuple[str, int]] = (),
     services: Sequence[ExtraService] = (),
+    federation: Federation | None = None,
+    api_key: str | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds and starts a server hosting ``connectors`` (and ``services``, which are not
     connectors) on ``address`` (``host:0`` picks a port).
 
+    Args:
+        federation: when given, the commands it routes to upstream servers are served here
+            too (passed through), and reflection lists them, as they come and go.
+        api_key: when set, every call but health needs it as ``spiff-connector-proxy-api-key``.
+        credentials: TLS for the port (see :func:`server.security.server_credentials`).
+
     Returns:
         The started server and the port it is bound to.
     """
-    options = [("grpc.so_reuseport", 0), *grpc_options(max_message_bytes), *extra_options]
-    server = grpc.aio.server(options=options)
+    options = [("grpc.so_reuseport", 0), *_PING_POLICY, *grpc_options(max_message_bytes), *extra_options]
+    interceptors = [ApiKeyInterceptor(api_key)] if api_key is not None else []
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     for connector in connectors:
         handlers = {command.method.name: _method_handler(command) for command in connector.commands}
         server.add_registered_method_handlers(connector.service.full_name, handlers)
@@ -108,16 +112,35 @@ async def create_server(
 
     for service in services:
         service.add_to_server(server)
+    if federation is not None:
+        server.add_generic_rpc_handlers((UpstreamForwarder(federation),))
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [c.service.full_name for c in connectors] + [s.name for s in services]
-    reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    fixed = [
+        *service_names,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+
+    def names() -> list[str]:
+        if federation is None:
+            return fixed
+        local = set(fixed)
+        return fixed + [s.full_name for s in federation.services if s.full_name not in local]
+
+    def pools() -> list[descriptor_pool.DescriptorPool]:
+        if federation is None:
+            return []
+        return list({id(s.file.pool): s.file.pool for s in federation.services}.values())
+
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(LiveReflection(names, pools), server)
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # grpc's own "Failed to bind" error
         await server.stop(None)
         msg = f"could not bind the gRPC server to {address}"
@@ -125,5 +148,11 @@ async def create_server(
     await server.start()
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("gRPC server listening on port %d with %d connectors", port, len(connectors))
+    logger.info(
+        "gRPC server listening on port %d%s with %d connectors%s",
+        port,
+        " (TLS)" if credentials is not None else "",
+        len(connectors),
+        ", API key required" if api_key is not None else "",
+    )
     return server, port

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from server.upstreams import UpstreamConfig, parse_upstreams
+
 __all__ = ["Settings"]
 
 
@@ -71,7 +73,13 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     path_prefix: str = ""
     connector_packages: tuple[str, ...] = ("connectors",)
-    grpc_targets: tuple[str, ...] = ()
+    upstreams: tuple[UpstreamConfig, ...] = ()  # CONNECTOR_PROXY_GRPC_TARGETS, with their settings
+    discovery_interval: float = 60.0
+    upstream_keepalive: float = 300.0
+    # TLS on the gRPC port; with a client CA, callers need a certificate it signed.
+    grpc_tls_cert_file: str | None = None
+    grpc_tls_key_file: str | None = None
+    grpc_tls_client_ca_file: str | None = None
     shutdown_grace: float = 30.0
     log_level: str = "INFO"
     # Long-running commands (README "Long-running commands").
@@ -161,7 +169,12 @@ class Settings:
             ),
             path_prefix=prefix,
             connector_packages=_list(env.get("CONNECTOR_PROXY_CONNECTORS")) or cls.connector_packages,
-            grpc_targets=_list(env.get("CONNECTOR_PROXY_GRPC_TARGETS")),
+            upstreams=parse_upstreams(env),
+            discovery_interval=_seconds(env, "CONNECTOR_PROXY_DISCOVERY_INTERVAL", cls.discovery_interval),
+            upstream_keepalive=_seconds(
+                env, "CONNECTOR_PROXY_UPSTREAM_KEEPALIVE", cls.upstream_keepalive, allow_zero=True
+            ),
+            **_grpc_tls(env),
             shutdown_grace=grace,
             log_level=env.get("CONNECTOR_PROXY_LOG_LEVEL", cls.log_level).upper(),
             jobs_db=env.get("CONNECTOR_PROXY_JOBS_DB", "") or cls.jobs_db,
@@ -182,6 +195,19 @@ class Settings:
             or cls.jobs_redis_url,
             jobs_namespace=_namespace(env),
         )
+
+
+def _grpc_tls(env: Mapping[str, str]) -> dict[str, str | None]:
+    cert = env.get("CONNECTOR_PROXY_GRPC_TLS_CERT_FILE", "").strip() or None
+    key = env.get("CONNECTOR_PROXY_GRPC_TLS_KEY_FILE", "").strip() or None
+    client_ca = env.get("CONNECTOR_PROXY_GRPC_TLS_CLIENT_CA_FILE", "").strip() or None
+    if (cert is None) != (key is None):
+        msg = "CONNECTOR_PROXY_GRPC_TLS_CERT_FILE and CONNECTOR_PROXY_GRPC_TLS_KEY_FILE go together"
+        raise ValueError(msg)
+    if client_ca is not None and cert is None:
+        msg = "CONNECTOR_PROXY_GRPC_TLS_CLIENT_CA_FILE needs CONNECTOR_PROXY_GRPC_TLS_CERT_FILE and _KEY_FILE"
+        raise ValueError(msg)
+    return {"grpc_tls_cert_file": cert, "grpc_tls_key_file": key, "grpc_tls_client_ca_file": client_ca}
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:

@@ -6,6 +6,7 @@ runs once in-process (``local``) and once over a gRPC channel to a real server (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,11 +15,12 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from connector_proxy._embedded import close_connectors
-from rest_shim import Catalogue, RemoteInvoker, create_app, fetch_services
+from connector_proxy._processes import close_connectors
+from rest_shim import Catalogue, create_app
 from server._registry import Connector, discover
 from server.app import create_server
 from server.invocation import LocalInvoker
+from tests.upstreams import upstream_to
 
 AppFactory = Callable[..., Starlette]
 
@@ -58,18 +60,15 @@ async def make_app(
     request: pytest.FixtureRequest, connectors: list[Connector], anyio_backend: str
 ) -> AsyncIterator[AppFactory]:
     """Builds the shim (any ``create_app`` keyword may be passed) on the path under test."""
-    invokers: list[RemoteInvoker] = []
+    stack = contextlib.AsyncExitStack()
     server: grpc.aio.Server | None = None
     if request.param == "local":
         catalogue = Catalogue(c.service for c in connectors)
         invoker: Any = LocalInvoker(connectors)
     else:
         server, port = await create_server(connectors, "127.0.0.1:0")
-        target = f"127.0.0.1:{port}"
-        catalogue = Catalogue(await fetch_services(target))
-        invoker = RemoteInvoker(target, catalogue.commands.values())
-        await invoker.start()
-        invokers.append(invoker)
+        invoker = await stack.enter_async_context(upstream_to(f"127.0.0.1:{port}"))
+        catalogue = Catalogue(invoker.services)
 
     def factory(**kwargs: Any) -> Starlette:
         return create_app(catalogue, invoker, **kwargs)
@@ -78,8 +77,7 @@ async def make_app(
     try:
         yield factory
     finally:
-        for remote in invokers:
-            await remote.close()
+        await stack.aclose()
         if server is not None:
             await server.stop(None)
 

@@ -25,11 +25,12 @@ from grpc_tools import protoc
 from spiff.connector.v1 import types_pb2 as pb2_types
 from starlette.applications import Starlette
 
-from rest_shim import Catalogue, RemoteInvoker, create_app, fetch_services
+from rest_shim import Catalogue, create_app
 from server import errors, log
 from server._registry import Connector, load_connector
 from server.app import create_server
 from server.invocation import LocalInvoker
+from tests.upstreams import upstream_to
 
 PROTOS = pathlib.Path(__file__).resolve().parent.parent / "protos"
 WELL_KNOWN = importlib.resources.files("grpc_tools") / "_proto"
@@ -286,17 +287,12 @@ async def shim_factory(connectors: list[Connector], path: str) -> AsyncIterator[
         return
     server, port = await create_server(connectors, "127.0.0.1:0")
     try:
-        target = f"127.0.0.1:{port}"
-        catalogue = Catalogue(await fetch_services(target))
-        remote = RemoteInvoker(target, catalogue.commands.values())
-        await remote.start()
-        try:
+        async with upstream_to(f"127.0.0.1:{port}") as remote:
+            catalogue = Catalogue(remote.services)
 
             def remote_factory(**kwargs: Any) -> Starlette:
                 return create_app(catalogue, remote, **kwargs)
 
             yield remote_factory
-        finally:
-            await remote.close()
     finally:
         await server.stop(None)

@@ -29,9 +29,9 @@ BROKER = ("taskiq", "taskiq_aio_pika", "aio_pika", "redis", "pydantic")
 def test_the_embedded_proxy_imports_no_broker_library():
     """The scale-out mode's libraries load only when CONNECTOR_PROXY_JOBS_BROKER_URL is set."""
     code = (
-        "from server._registry import discover; from connector_proxy._embedded import build_embedded_app; "
+        "from server._registry import discover; from connector_proxy._processes import build_proxy_app; "
         "from server.settings import Settings; "
-        "build_embedded_app(Settings.from_env({}), discover(['connectors'])); import sys; "
+        "build_proxy_app(Settings.from_env({}), discover(['connectors'])); import sys; "
         f"print(sorted(m for m in {BROKER!r} if m in sys.modules))"
     )
     result = subprocess.run(

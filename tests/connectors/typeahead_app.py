@@ -11,11 +11,12 @@ import httpx
 
 import connectors.typeahead
 from connectors.typeahead import TypeaheadService
-from rest_shim import Catalogue, RemoteInvoker, create_app, fetch_services
+from rest_shim import Catalogue, create_app
 from server._registry import Connector, load_connector
 from server.app import create_server
 from server.invocation import LocalInvoker
 from tests.conftest import client_for
+from tests.upstreams import upstream_to
 
 
 def connector_for(servicer: TypeaheadService) -> Connector:
@@ -38,15 +39,10 @@ async def serve(servicer: TypeaheadService, path: str, **app_kwargs: Any) -> Asy
             yield client
         return
     server, port = await create_server([connector], "127.0.0.1:0")
-    invoker: RemoteInvoker | None = None
     try:
-        target = f"127.0.0.1:{port}"
-        catalogue = Catalogue(await fetch_services(target))
-        invoker = RemoteInvoker(target, catalogue.commands.values())
-        await invoker.start()
-        async with client_for(create_app(catalogue, invoker, **app_kwargs)) as client:
-            yield client
+        async with upstream_to(f"127.0.0.1:{port}") as invoker:
+            catalogue = Catalogue(invoker.services)
+            async with client_for(create_app(catalogue, invoker, **app_kwargs)) as client:
+                yield client
     finally:
-        if invoker is not None:
-            await invoker.close()
         await server.stop(None)

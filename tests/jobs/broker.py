@@ -82,6 +82,10 @@ class InProcessBroker:
         self.worker.register(self.worker_broker)
         self._receiver: asyncio.Task[None] | None = None
 
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        self.shim.use_catalogue(catalogue)
+        self.worker.use_catalogue(catalogue)
+
     async def start(self, catalogue: Catalogue, invoker: Invoker) -> None:
         from taskiq.api import run_receiver_task
 

@@ -20,11 +20,12 @@ from jobs import (
     prefers_async,
     split_proxy_options,
 )
-from rest_shim import Catalogue, fetch_services
+from rest_shim import Catalogue
 from server.app import create_server
 from server.invocation import LocalInvoker
 from server.settings import Settings
 from tests.jobs.conftest import CALLBACK_KEY, TASK_ID, callback_url, callbacks, job_in, running, spiff_body
+from tests.upstreams import upstream_to
 
 
 @pytest.mark.parametrize(
@@ -253,7 +254,8 @@ async def test_jobs_over_grpc_and_not_as_a_connector(connectors, make_jobs, spif
                 await stub.RedeliverJob(jobs_pb2.RedeliverJobRequest(id="nope"))
             assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         # Reflection lists JobsService, but a shim fronting this server does not take it for a connector.
-        services = await fetch_services(target)
+        async with upstream_to(target) as upstream:
+            services = upstream.services
         assert "spiff.proxy.v1.JobsService" not in {s.full_name for s in services}
         assert "spiff.connector.example.v1.ExampleService" in {s.full_name for s in services}
     finally:

@@ -12,8 +12,9 @@ import pytest
 from grpc_reflection.v1alpha import reflection
 from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
 
-from rest_shim import Catalogue, RemoteInvoker, create_app, fetch_services
+from rest_shim import Catalogue, create_app
 from tests.conftest import client_for
+from tests.upstreams import upstream_to
 
 pytestmark = pytest.mark.anyio
 
@@ -33,15 +34,12 @@ async def foreign_proxy(anyio_backend):
     reflection.enable_server_reflection([service, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    target = f"127.0.0.1:{port}"
-    catalogue = Catalogue(await fetch_services(target))
-    invoker = RemoteInvoker(target, catalogue.commands.values())
-    await invoker.start()
     try:
-        async with client_for(create_app(catalogue, invoker)) as client:
-            yield client
+        async with upstream_to(f"127.0.0.1:{port}") as invoker:
+            catalogue = Catalogue(invoker.services)
+            async with client_for(create_app(catalogue, invoker)) as client:
+                yield client
     finally:
-        await invoker.close()
         await server.stop(None)
 
 

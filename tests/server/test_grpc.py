@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
 
 from server._registry import Connector
-from server.app import LOG_METADATA_KEY, STATUS_DETAILS_KEY, create_server
+from server.app import create_server
+from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY
 from tests.protos_util import SECRET_TEXT, rich_modules
 
 pytestmark = pytest.mark.anyio

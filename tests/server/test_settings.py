@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from server.settings import Settings
+from server.upstreams import UpstreamConfig
 
 
 def test_defaults():
@@ -18,7 +19,8 @@ def test_defaults():
     assert settings.max_body_bytes == 32 * 1024 * 1024
     assert settings.path_prefix == ""
     assert settings.connector_packages == ("connectors",)
-    assert settings.grpc_targets == ()
+    assert settings.upstreams == ()
+    assert settings.discovery_interval == 60.0
     assert settings.shutdown_grace == 30.0
     assert settings.log_level == "INFO"
 
@@ -58,7 +60,7 @@ def test_overrides():
         max_body_bytes=1000,
         path_prefix="/standard",
         connector_packages=("connectors", "more_connectors"),
-        grpc_targets=("a:1", "b:2"),
+        upstreams=(UpstreamConfig("a_1", "a:1"), UpstreamConfig("b_2", "b:2")),
         shutdown_grace=0.0,
         log_level="DEBUG",
     )

@@ -1,0 +1,88 @@
+"""The gRPC port serves the upstreams' commands too: calls are passed through, bytes unchanged.
+
+A caller of ``jsonata/Evaluate`` on the proxy's gRPC port reaches the server that hosts it, with
+its deadline, its metadata (except the proxy's own API key) plus the upstream's configured
+metadata, and gets back exactly what that server answered: the response, or the status with its
+details and log lines. An upstream that cannot be reached answers UNAVAILABLE,
+``ConnectorUnavailable``, at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from server.upstreams import Federation, Upstream, UpstreamState
+from server.wire import API_KEY_METADATA, STATUS_DETAILS_KEY
+
+__all__ = ["UpstreamForwarder"]
+
+# Metadata that belongs to one hop: never passed on.
+_HOP_BY_HOP = frozenset(
+    {API_KEY_METADATA, "user-agent", "content-type", "te", "grpc-timeout", "grpc-encoding"}
+)
+_HOP_BY_HOP_PREFIXES = (":", "grpc-")
+
+
+def _passed_on(key: str) -> bool:
+    return key not in _HOP_BY_HOP and not key.startswith(_HOP_BY_HOP_PREFIXES)
+
+
+def _trailers(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple((k, v) for k, v in metadata or () if k == STATUS_DETAILS_KEY or _passed_on(k))
+
+
+async def _unavailable(upstream: Upstream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    failure = upstream.unavailable()
+    details = ((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),)
+    await context.abort(failure.code, failure.message, details)
+
+
+class UpstreamForwarder(grpc.GenericRpcHandler):
+    """A generic handler the server consults after its own methods: it knows every command the
+    federation routes to an upstream, as the upstreams come and go."""
+
+    def __init__(self, federation: Federation) -> None:
+        self._federation = federation
+        self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        if self._federation.upstream_for(method) is None:
+            return None
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = grpc.unary_unary_rpc_method_handler(self._forwarding(method))
+            self._handlers[method] = handler
+        return handler
+
+    def _forwarding(self, method: str) -> Any:
+        federation = self._federation
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            upstream = federation.upstream_for(method)
+            if upstream is None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is no longer served")
+                raise AssertionError  # pragma: no cover - abort always raises
+            if upstream.state is not UpstreamState.READY:
+                await _unavailable(upstream, context)
+            given = tuple((k, v) for k, v in context.invocation_metadata() or () if _passed_on(k))
+            own = {k for k, _ in upstream.metadata}
+            metadata = tuple((k, v) for k, v in given if k not in own) + upstream.metadata
+            call = upstream.raw(method)(request, timeout=context.time_remaining(), metadata=metadata)
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as exc:
+                if upstream.transport_failed(exc):
+                    await _unavailable(upstream, context)
+                await context.abort(exc.code(), exc.details() or "", _trailers(exc.trailing_metadata()))
+                raise AssertionError from exc  # pragma: no cover - abort always raises
+            trailers = _trailers(await call.trailing_metadata())
+            if trailers:
+                context.set_trailing_metadata(trailers)
+            return response
+
+        return forward
