@@ -1,0 +1,138 @@
+"""Local connectors and upstreams as one proxy, in-process with real gRPC servers: one catalogue
+kept current, who owns a connector name, and ``GET /v1/upstreams``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+from google.protobuf import message_factory
+from starlette.applications import Starlette
+
+from connector_proxy._processes import build_proxy_app, federation_for
+from server._registry import Connector
+from server.app import create_server
+from server.settings import Settings
+from server.upstreams import UpstreamState
+from tests.conftest import client_for
+from tests.ports import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+def by_name(connectors: list[Connector], *names: str) -> list[Connector]:
+    return [c for c in connectors if c.name in names]
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[None]:
+    async with app.router.lifespan_context(app):
+        yield
+
+
+def settings_for(tmp_path, target: str, **env: str) -> Settings:
+    return Settings.from_env(
+        {
+            "CONNECTOR_PROXY_GRPC_PORT": "0",
+            "CONNECTOR_PROXY_GRPC_TARGETS": f"up={target}",
+            "CONNECTOR_PROXY_JOBS_DB": str(tmp_path / "jobs.sqlite3"),
+            **env,
+        }
+    )
+
+
+async def test_a_late_upstream_joins_the_catalogue_and_a_clash_keeps_the_first_owner(
+    connectors, tmp_path, caplog
+):
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    app = build_proxy_app(settings_for(tmp_path, target), by_name(connectors, "example"))
+    async with running(app), client_for(app) as client:
+        before = (await client.get("/v1/commands")).json()
+        assert {c["id"] for c in before} == {"example/Example", "example/Delay"}
+        assert (await client.get("/v1/upstreams")).json()["upstreams"][0]["state"] == "unavailable"
+
+        # The upstream comes up offering example (already local) and typeahead.
+        server, _ = await create_server(by_name(connectors, "example", "typeahead"), target)
+        try:
+            with caplog.at_level(logging.ERROR):
+
+                async def listed() -> set[str]:
+                    return {c["id"] for c in (await client.get("/v1/commands")).json()}
+
+                deadline = time.monotonic() + 10
+                while "typeahead/Search" not in await listed():
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+            upstream = (await client.get("/v1/upstreams")).json()["upstreams"][0]
+            assert upstream["state"] == "ready"
+            assert upstream["refused"] == ["example"]
+            assert upstream["commands"] == ["typeahead/Search"]
+            assert "offered by both the local connectors and upstream up" in caplog.text
+            assert "the local connectors keeps it" in caplog.text
+            # The local example still answers, in-process; typeahead goes to the upstream.
+            echo = await client.post("/v1/do/example/Example", json={"message": "local"})
+            assert echo.json()["command_response"]["body"]["message"] == "local"
+            found = await client.get("/v1/typeahead/countries", params={"prefix": "Fra"})
+            assert found.status_code == 200
+            assert any(item.get("name") == "France" for item in found.json())
+            # The OpenAPI document follows the catalogue.
+            paths = (await client.get("/openapi.json")).json()["paths"]
+            assert "/v1/do/typeahead/Search" in paths
+        finally:
+            await server.stop(None)
+
+
+async def test_upstreams_need_the_api_key(connectors, tmp_path):
+    app = build_proxy_app(
+        settings_for(tmp_path, f"127.0.0.1:{free_port()}", CONNECTOR_PROXY_API_KEY="key"),
+        by_name(connectors, "example"),
+    )
+    async with running(app), client_for(app) as client:
+        assert (await client.get("/v1/upstreams")).status_code == 401
+        answer = await client.get("/v1/upstreams", headers={"Spiff-Connector-Proxy-Api-Key": "key"})
+        assert answer.status_code == 200
+        assert answer.json()["upstreams"][0]["name"] == "up"
+
+
+async def test_a_dead_upstream_answers_at_once_and_recovers_without_a_restart(connectors, tmp_path):
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    server, _ = await create_server(by_name(connectors, "typeahead"), target)
+    federation = federation_for(settings_for(tmp_path, target), [])
+    await federation.start()
+    try:
+        (upstream,) = federation.upstreams
+        assert upstream.state is UpstreamState.READY
+        await server.stop(None)
+        await until(lambda: upstream.state is UpstreamState.UNAVAILABLE, 2)
+        method = "/spiff.connector.typeahead.v1.TypeaheadService/Search"
+        request_class = next(iter(upstream.services)).methods_by_name["Search"].input_type
+        request = message_factory.GetMessageClass(request_class)(category="countries", prefix="Fr")
+        started = time.monotonic()
+        reply = await federation.invoke(method, request, 5.0)
+        assert time.monotonic() - started < 0.1
+        assert reply.failure is not None
+        assert reply.failure.code == grpc.StatusCode.UNAVAILABLE
+        assert reply.failure.error_code == "ConnectorUnavailable"
+        assert "up (grpc://127.0.0.1:" in reply.failure.message
+        # Back on the same port: the same call succeeds, the federation untouched.
+        server, _ = await create_server(by_name(connectors, "typeahead"), target)
+        await until(lambda: upstream.state is UpstreamState.READY, 10)
+        reply = await federation.invoke(method, request, 5.0)
+        assert reply.failure is None
+    finally:
+        await federation.close(None)
+        await server.stop(None)
