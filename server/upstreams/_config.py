@@ -46,7 +46,8 @@ def _env_name(name: str) -> str:
 
 
 def _default_name(target: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]", "_", target)
+    # A valid name for any address: an IPv6 one starts with "[", a host name may be long.
+    return re.sub(r"[^A-Za-z0-9.-]", "_", target).lstrip("_.-")[:63]
 
 
 def _flag(raw: str, variable: str) -> bool:

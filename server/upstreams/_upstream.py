@@ -121,6 +121,9 @@ class Upstream:
         if self._channel is not None:
             await self._channel.close(grace)
             self._channel = None
+            # grpc.aio's poller thread hands the cancelled streams' last events to the loop a
+            # moment after close; were the loop closed by then, each would raise in that thread.
+            await asyncio.sleep(0.05)
 
     # -- following the server -------------------------------------------------------------
 
@@ -256,7 +259,11 @@ class Upstream:
         connection's failures, which come back as the reply's failure."""
         if self.state is not UpstreamState.READY:
             return Reply(None, self.unavailable())
-        multicallable, response_class = self._calls[full_method]
+        entry = self._calls.get(full_method)
+        if entry is None:  # a streaming rpc: not a command
+            message_text = f"{full_method} on {self.name} is not a unary rpc, so not a command."
+            return Reply(None, Failure(grpc.StatusCode.UNIMPLEMENTED, "Unimplemented", message_text))
+        multicallable, response_class = entry
         call = multicallable(request, timeout=timeout, metadata=self._metadata)
         try:
             response = await call
