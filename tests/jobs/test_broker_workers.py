@@ -27,7 +27,7 @@ from tests.jobs.conftest import CALLBACK_KEY, spiff_body
 from tests.jobs.fake_spiff import FakeSpiff
 from tests.jobs.test_restart import wait_for_state
 from tests.ports import free_port
-from tests.test_process import ROOT, process, stop, wait_for_http
+from tests.processes import ROOT, process, stop, wait_for_http
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from spiff.proxy.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.jobs.conftest import CALLBACK_KEY, TASK_ID, spiff_body
 from tests.jobs.fake_spiff import FakeSpiff
 from tests.ports import free_port
-from tests.test_process import process, stop, wait_for_http
+from tests.processes import process, stop, wait_for_http
 
 pytestmark = pytest.mark.slow
 
