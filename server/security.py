@@ -40,6 +40,9 @@ def _refusing(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler
     return refusal
 
 
+_UNKNOWN: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(lambda request, context: None)
+
+
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     """Every call but health needs ``spiff-connector-proxy-api-key`` (compared in constant time);
     others are answered UNAUTHENTICATED. Reflection is closed too: the schema is for callers."""
@@ -63,13 +66,12 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if (
-            handler is None
-            or handler_call_details.method.startswith(OPEN_SERVICES)
-            or self.authorized(handler_call_details.invocation_metadata)
+        if handler_call_details.method.startswith(OPEN_SERVICES) or self.authorized(
+            handler_call_details.invocation_metadata
         ):
             return handler
-        return _refusing(handler)
+        # Unknown methods too: a caller without the key learns nothing of what exists.
+        return _refusing(handler or _UNKNOWN)
 
 
 def read_pem(path: str, what: str) -> bytes:

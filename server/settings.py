@@ -68,7 +68,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7004
     grpc_port: int = 50051
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a log
     command_timeout: float = 40.0
     max_body_bytes: int = 32 * 1024 * 1024
     path_prefix: str = ""

@@ -14,6 +14,7 @@ __all__ = ["UpstreamConfig", "parse_upstreams"]
 _PREFIX = "CONNECTOR_PROXY_UPSTREAM_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_TLS_FILES = ("CA_FILE", "CERT_FILE", "KEY_FILE", "SERVER_NAME")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -86,19 +87,26 @@ def _one(spec: str, env: Mapping[str, str]) -> UpstreamConfig:
         return None
 
     tls_raw = setting("TLS")
-    tls = scheme == "grpcs" or (tls_raw is not None and _flag(tls_raw, f"{own}TLS"))
-    cert_file, key_file = setting("CERT_FILE"), setting("KEY_FILE")
-    if (cert_file is None) != (key_file is None):
-        msg = f"{own}CERT_FILE and {own}KEY_FILE go together (a client certificate and its key)"
-        raise ValueError(msg)
-    ca_file, server_name = setting("CA_FILE"), setting("SERVER_NAME")
-    if not tls and (ca_file or cert_file or server_name):
-        msg = f"{name}: TLS files are set but the target is not TLS; write grpcs://{host_port}"
-        raise ValueError(msg)
+    tls_flag = tls_raw is not None and _flag(tls_raw, f"{own}TLS")
+    # A scheme written in the target wins over the TLS flag.
+    tls = scheme == "grpcs" or (scheme == "" and tls_flag)
+    if not tls:
+        # TLS files set for every target concern the TLS ones; this target's own must not be set.
+        own_files = [own + key for key in _TLS_FILES if env.get(own + key, "").strip()]
+        if own_files:
+            msg = f"{', '.join(own_files)}: set for {name}, which is not TLS; write grpcs://{host_port}"
+            raise ValueError(msg)
+        ca_file = cert_file = key_file = server_name = None
+    else:
+        cert_file, key_file = setting("CERT_FILE"), setting("KEY_FILE")
+        if (cert_file is None) != (key_file is None):
+            msg = f"{own}CERT_FILE and {own}KEY_FILE go together (a client certificate and its key)"
+            raise ValueError(msg)
+        ca_file, server_name = setting("CA_FILE"), setting("SERVER_NAME")
     metadata = _metadata(env, own)
     api_key = setting("API_KEY")
     if api_key is not None:
-        metadata.append((API_KEY_METADATA, api_key))
+        metadata[API_KEY_METADATA] = api_key
     return UpstreamConfig(
         name=name,
         target=host_port,
@@ -107,11 +115,11 @@ def _one(spec: str, env: Mapping[str, str]) -> UpstreamConfig:
         cert_file=cert_file,
         key_file=key_file,
         server_name=server_name,
-        metadata=tuple(metadata),
+        metadata=tuple(sorted(metadata.items())),
     )
 
 
-def _metadata(env: Mapping[str, str], own: str) -> list[tuple[str, str]]:
+def _metadata(env: Mapping[str, str], own: str) -> dict[str, str]:
     """``<prefix>METADATA_<KEY>=value`` pairs (``_`` in the key becomes ``-``), the target's own
     ones replacing those for every target."""
     found: dict[str, str] = {}
@@ -124,7 +132,7 @@ def _metadata(env: Mapping[str, str], own: str) -> list[tuple[str, str]]:
                 msg = f"{variable}: {key!r} cannot be sent as gRPC metadata"
                 raise ValueError(msg)
             found[key] = value.strip()
-    return sorted(found.items())
+    return found
 
 
 def parse_upstreams(env: Mapping[str, str]) -> tuple[UpstreamConfig, ...]:
