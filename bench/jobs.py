@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from bench.jobs_report import JobModeRuns, JobRound, JobsReport
 from bench.load import run_jobs
-from bench.procs import PYTHON, Proc, Procs, clean_env, free_ports, http_request
+from bench.procs import PROXY_ARGV, PYTHON, WORKER_ARGV, Proc, Procs, clean_env, free_ports, http_request
 
 __all__ = ["DEFAULT_BROKER_URL", "DEFAULT_REDIS_URL", "JobsOptions", "measure_jobs"]
 
@@ -168,7 +168,7 @@ def _start_proxy(procs: Procs, name: str, env: Mapping[str, str]) -> tuple[Proc,
         "CONNECTOR_PROXY_PORT": str(port),
         "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port),
     }
-    proc = procs.start(name, [PYTHON, "-m", "connector_proxy"], {**env, **listen})
+    proc = procs.start(name, PROXY_ARGV, {**env, **listen})
     proc.wait_ready(port)
     return proc, port
 
@@ -196,7 +196,7 @@ def start_broker(procs: Procs, callback_base: str, options: JobsOptions, namespa
         "CONNECTOR_PROXY_JOBS_NAMESPACE": namespace,
     }
     proc, port = _start_proxy(procs, "jobs-broker", env)
-    argv = [PYTHON, "-m", "connector_proxy", "--worker", "--workers", str(BROKER_WORKER_PROCESSES)]
+    argv = [*WORKER_ARGV, "--workers", str(BROKER_WORKER_PROCESSES)]
     workers = procs.start("jobs-workers", argv, env)
     wait_consumers(options.broker_url, namespace, BROKER_WORKER_PROCESSES, workers)
     return JobSystem("broker", port, (proc, workers))

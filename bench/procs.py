@@ -16,8 +16,12 @@ from pathlib import Path
 from types import TracebackType
 
 __all__ = [
+    "GRPC_SERVER_ARGV",
+    "PROXY_ARGV",
     "PYTHON",
     "ROOT",
+    "SHIM_ARGV",
+    "WORKER_ARGV",
     "Proc",
     "Procs",
     "clean_env",
@@ -29,6 +33,14 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+# The command lines of the project's own processes: the bench starts them from here and nowhere
+# else, so a moved entry point is a change of these lines only.
+PROXY_ARGV: tuple[str, ...] = (PYTHON, "-m", "connector_proxy")  # embedded: REST + gRPC, one process
+GRPC_SERVER_ARGV: tuple[str, ...] = (*PROXY_ARGV, "--grpc-only")  # the gRPC server alone
+SHIM_ARGV: tuple[str, ...] = (*PROXY_ARGV, "--shim-only")  # the REST shim alone (GRPC_TARGETS)
+WORKER_ARGV: tuple[str, ...] = (*PROXY_ARGV, "--worker")  # scale-out job worker processes
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -14,13 +14,17 @@ from bench.load import LoadResult
 
 __all__ = ["Report", "Scenario", "ScenarioRuns", "Target", "Verdict"]
 
+# The rows of the remote-path comparison: the embedded proxy (the reference), the REST shim in
+# front of a gRPC server, and Envoy's transcoder in front of the same server.
+EMBEDDED, REMOTE, ENVOY = "do_example", "remote_do", "envoy_do"
+
 
 @dataclass(frozen=True)
 class Scenario:
     """One thing measured in every round.
 
-    ``system`` names the process under test (its CPU time is read around each run);
-    ``baseline`` is the key of the floor scenario that the ratio is taken against.
+    ``system`` names the system under test (the CPU time of its serving processes is read
+    around each run); ``baseline`` is the key of the floor scenario that the ratio is taken against.
     """
 
     key: str
@@ -40,7 +44,8 @@ class ScenarioRuns:
     scenario: Scenario
     many: list[LoadResult] = field(default_factory=list)  # at the configured connections
     one: list[LoadResult] = field(default_factory=list)  # at one connection, for latency
-    server_cpu_s: list[float] = field(default_factory=list)  # of the ``many`` runs
+    server_cpu_s: list[float] = field(default_factory=list)  # of the ``many`` runs, all serving processes
+    process_cpu_s: list[dict[str, float]] = field(default_factory=list)  # the same, per process
 
     @property
     def rps(self) -> float:
@@ -73,6 +78,32 @@ class ScenarioRuns:
         return statistics.median(per) if per else 0.0
 
     @property
+    def process_us_per_req(self) -> dict[str, float]:
+        """Each serving process's CPU time per request at many connections (medians of the rounds)."""
+        names = dict.fromkeys(name for cpu in self.process_cpu_s for name in cpu)
+        return {
+            name: statistics.median(
+                cpu.get(name, 0.0) / r.requests * 1e6
+                for cpu, r in zip(self.process_cpu_s, self.many, strict=True)
+                if r.requests
+            )
+            for name in names
+        }
+
+    @property
+    def many_p50_ms(self) -> float:
+        return statistics.median(r.p50_ms for r in self.many) if self.many else 0.0
+
+    @property
+    def many_p99_ms(self) -> float:
+        return statistics.median(r.p99_ms for r in self.many) if self.many else 0.0
+
+    def cpu_per_req_ratio_to(self, other: ScenarioRuns) -> float:
+        """This row's server CPU per request over ``other``'s (below 1: this one is cheaper)."""
+        theirs = other.server_us_per_req
+        return self.server_us_per_req / theirs if theirs else 0.0
+
+    @property
     def client_cpu(self) -> float:
         """The load generator's CPU use at many connections, as a fraction of one core."""
         per = [r.client_cpu_s / r.duration_s for r in self.many if r.duration_s]
@@ -101,12 +132,16 @@ class ScenarioRuns:
             "cpu_ratio": round(self.cpu_ratio_to(baseline), 3) if baseline is not None else None,
             "spread": round(self.spread, 3),
             "server_cpu_us_per_req": round(self.server_us_per_req, 1),
+            "process_cpu_us_per_req": {k: round(v, 1) for k, v in self.process_us_per_req.items()},
+            "p50_ms_many": round(self.many_p50_ms, 3),
+            "p99_ms_many": round(self.many_p99_ms, 3),
             "client_cpu_cores": round(self.client_cpu, 2),
             "errors": self.errors,
             "rounds": {
                 "many": [r.to_json() for r in self.many],
                 "one": [r.to_json() for r in self.one],
                 "server_cpu_s": [round(c, 3) for c in self.server_cpu_s],
+                "process_cpu_s": [{k: round(v, 3) for k, v in c.items()} for c in self.process_cpu_s],
             },
         }
 
@@ -144,6 +179,10 @@ def _fmt_ms(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 @dataclass
 class Report:
     """Everything one run measured, and how to show it."""
@@ -173,6 +212,20 @@ class Report:
         runs = self.runs.get(key)
         return runs.p50_ms if runs is not None and runs.one else None
 
+    def _measured(self, key: str) -> ScenarioRuns | None:
+        runs = self.runs.get(key)
+        return runs if runs is not None and runs.many else None
+
+    def rps_ratio(self, key: str, other: str) -> float | None:
+        """Median of the per-round req/s ratios of ``key`` to ``other`` (None unless both ran)."""
+        mine, theirs = self._measured(key), self._measured(other)
+        return mine.ratio_to(theirs) if mine is not None and theirs is not None else None
+
+    def cpu_ratio(self, key: str, other: str) -> float | None:
+        """``key``'s server CPU per request over ``other``'s (None unless both ran)."""
+        mine, theirs = self._measured(key), self._measured(other)
+        return mine.cpu_per_req_ratio_to(theirs) if mine is not None and theirs is not None else None
+
     def startup_median(self, system: str) -> float | None:
         samples = self.startup_s.get(system)
         return statistics.median(samples) if samples else None
@@ -185,6 +238,16 @@ class Report:
                 Target("idle RSS of the proxy", self.idle_rss_mib, 120.0, "MiB", at_least=False),
                 Target("start to first 200", self.startup_median("proxy"), 2.0, "s", at_least=False),
                 Target("typeahead cities p50 at c=1", self.p50("typeahead"), 5.0, "ms", at_least=False),
+                Target(
+                    "remote /v1/do req/s vs Envoy", self.rps_ratio(REMOTE, ENVOY), 1.0, "x", at_least=True
+                ),
+                Target(
+                    "remote /v1/do CPU/request vs Envoy",
+                    self.cpu_ratio(REMOTE, ENVOY),
+                    1.0,
+                    "x",
+                    at_least=False,
+                ),
             )
         )
 
@@ -239,13 +302,74 @@ class Report:
             "",
             f"req/s: median of the rounds at c={c}; spread: (max - min) / median of those; p50/p99: medians",
             "of the rounds at one connection; x floor: median of the per-round req/s ratios to the floor",
-            "route (floor POST for the /v1/do and gRPC rows); srv CPU: CPU time of the serving process",
-            "per request at c=16; CPU x floor: the floor's CPU per request over this row's.",
+            "route (floor POST for the /v1/do, remote and gRPC rows); srv CPU: CPU time of the serving",
+            "process(es) per request at c=16; CPU x floor: the floor's CPU per request over this row's.",
         ]
         return "\n".join([*lines, *legend, "", *notes] if notes else [*lines, *legend])
 
+    def remote_table(self) -> str:
+        """The remote path next to Envoy and the embedded proxy: req/s, latency, CPU per request
+        with each serving process's share, and the ratios."""
+        rows: list[Sequence[str]] = []
+        for key in (EMBEDDED, REMOTE, ENVOY):
+            runs = self._measured(key)
+            if runs is None:
+                continue
+            split = " + ".join(f"{name} {us:.0f}" for name, us in runs.process_us_per_req.items())
+            rows.append(
+                (
+                    runs.scenario.label,
+                    _fmt_num(runs.rps),
+                    f"{runs.spread * 100:.0f}%",
+                    f"{runs.many_p50_ms:.2f} / {runs.many_p99_ms:.2f}",
+                    f"{runs.p50_ms:.2f} / {runs.p99_ms:.2f}",
+                    f"{runs.server_us_per_req:.0f}",
+                    split,
+                )
+            )
+        if len(rows) < 2:
+            return ""
+        c = self.connections
+        header = (
+            "system",
+            f"req/s c={c}",
+            "spread",
+            f"p50/p99 ms c={c}",
+            "p50/p99 ms c=1",
+            "CPU us/req",
+            "CPU us/req per process",
+        )
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+        lines = [
+            "  ".join(
+                str(cell).ljust(w) if i in (0, len(header) - 1) else str(cell).rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+            for row in [header, *rows]
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        out = ["the remote path and Envoy, each in front of the same gRPC server process:", "", *lines, ""]
+        for key, other, name in (
+            (REMOTE, ENVOY, "remote / envoy"),
+            (REMOTE, EMBEDDED, "remote / embedded"),
+            (ENVOY, EMBEDDED, "envoy / embedded"),
+        ):
+            rps, cpu = self.rps_ratio(key, other), self.cpu_ratio(key, other)
+            if rps is not None and cpu is not None:
+                out.append(f"{name + ':':19} req/s {rps:.2f}x, CPU per request {cpu:.2f}x")
+        out += [
+            "",
+            "req/s ratios: medians of the per-round ratios (neighbours in each round); CPU per request:",
+            "user + system time of the serving processes (shim + gRPC server, Envoy + gRPC server) over the",
+            "requests at c=16, medians of the rounds. The shim answers spiff's whole envelope; Envoy the",
+            "reply message alone.",
+        ]
+        return "\n".join(out)
+
     def text(self) -> str:
         out = [self.table(), ""]
+        if remote := self.remote_table():
+            out += [remote, ""]
         if "do_http" in self.runs and "target" in self.runs and self.runs["do_http"].many:
             target = self.runs["target"]
             do_http = self.runs["do_http"]
@@ -307,6 +431,14 @@ class Report:
                 }
                 for t in self.verdict().targets
             ],
+            "remote_vs_envoy": {
+                "rps_ratio": _rounded(self.rps_ratio(REMOTE, ENVOY)),
+                "cpu_per_req_ratio": _rounded(self.cpu_ratio(REMOTE, ENVOY)),
+                "remote_vs_embedded_rps_ratio": _rounded(self.rps_ratio(REMOTE, EMBEDDED)),
+                "remote_vs_embedded_cpu_per_req_ratio": _rounded(self.cpu_ratio(REMOTE, EMBEDDED)),
+                "envoy_vs_embedded_rps_ratio": _rounded(self.rps_ratio(ENVOY, EMBEDDED)),
+                "envoy_vs_embedded_cpu_per_req_ratio": _rounded(self.cpu_ratio(ENVOY, EMBEDDED)),
+            },
             "jobs": None if self.jobs is None else self.jobs.to_json(),
             "notes": self.notes,
         }

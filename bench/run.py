@@ -12,17 +12,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench.apps import TARGET_BODY
+from bench.envoy import CONCURRENCY as ENVOY_CONCURRENCY
 from bench.jobs import DEFAULT_BROKER_URL, DEFAULT_REDIS_URL, JobsOptions, measure_jobs
 from bench.jobs_report import JobsReport
 from bench.load import HttpLoad, LoadResult, PyLoad, Wrk, ensure_wrk, run_grpc
-from bench.procs import PYTHON, ROOT, Proc, Procs, clean_env, cpu_seconds, free_ports, http_request, rss_mib
-from bench.report import Report, Scenario, ScenarioRuns
+from bench.procs import (
+    GRPC_SERVER_ARGV,
+    PROXY_ARGV,
+    PYTHON,
+    ROOT,
+    SHIM_ARGV,
+    Proc,
+    Procs,
+    clean_env,
+    cpu_seconds,
+    free_ports,
+    http_request,
+    rss_mib,
+)
+from bench.remote import RemoteSystems, envoy_path, start_remote_systems
+from bench.report import ENVOY, REMOTE, Report, Scenario, ScenarioRuns
 
 __all__ = ["main"]
 
@@ -35,7 +50,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmarks the embedded proxy against a bare-Starlette floor in interleaved rounds, "
+        description="Benchmarks the embedded proxy against a bare-Starlette floor, and the REST shim "
+        "in front of a gRPC server against Envoy's gRPC-JSON transcoder, in interleaved rounds, "
         "then long-running jobs in the embedded and the broker job modes.",
     )
     parser.add_argument("--duration", type=int, default=3, help="whole seconds of each load run (default 3)")
@@ -56,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="auto: wrk, installed with apt-get when missing (as root), else the Python fallback",
     )
     parser.add_argument("--no-install", action="store_true", help="never run apt-get to install wrk")
+    parser.add_argument(
+        "--remote-only",
+        action="store_true",
+        help="only POST /v1/do/example/Example on the embedded proxy, the remote shim and Envoy "
+        "(no floor, no other scenario, no start-up timing, no jobs)",
+    )
     parser.add_argument(
         "--no-jobs",
         action="store_true",
@@ -107,7 +129,7 @@ def start_proxy(procs: Procs, name: str = "proxy") -> tuple[Proc, int, int]:
     # Each proxy gets its own job store in the run's temporary directory (one process owns a store).
     jobs_db = procs.log_dir / f"{name}-{port}-jobs.sqlite3"
     env = {**proxy_env(port, grpc_port), "CONNECTOR_PROXY_JOBS_DB": str(jobs_db)}
-    proc = procs.start(name, [PYTHON, "-m", "connector_proxy"], env)
+    proc = procs.start(name, PROXY_ARGV, env)
     return proc, port, grpc_port
 
 
@@ -179,8 +201,51 @@ def check_typeahead(proxy_port: int) -> str:
     return ""
 
 
-def scenario_groups(http_body: bytes | None, typeahead: bool = False) -> list[list[Scenario]]:
-    """The scenarios, in groups measured back to back so that each ratio compares neighbours."""
+def remote_scenarios(envoy: bool) -> list[Scenario]:
+    """``example/Example`` through the REST shim in front of the gRPC server, and through Envoy's
+    transcoder in front of the same server (see bench.remote)."""
+    remote = Scenario(
+        REMOTE,
+        "remote: REST shim + gRPC server POST /v1/do/example/Example",
+        "remote",
+        method="POST",
+        path="/v1/do/example/Example",
+        body=DO_EXAMPLE_BODY,
+        baseline="floor_do",
+    )
+    if not envoy:
+        return [remote]
+    return [
+        remote,
+        Scenario(
+            ENVOY,
+            "envoy: transcoder + gRPC server POST ExampleService/Example",
+            "envoy",
+            method="POST",
+            path=envoy_path(),
+            body=DO_EXAMPLE_BODY,
+            baseline="floor_do",
+        ),
+    ]
+
+
+def embedded_do_example() -> Scenario:
+    return Scenario(
+        "do_example",
+        "proxy POST /v1/do/example/Example",
+        "proxy",
+        method="POST",
+        path="/v1/do/example/Example",
+        body=DO_EXAMPLE_BODY,
+        baseline="floor_do",
+    )
+
+
+def scenario_groups(
+    http_body: bytes | None, typeahead: bool = False, remote: Sequence[Scenario] = ()
+) -> list[list[Scenario]]:
+    """The scenarios, in groups measured back to back so that each ratio compares neighbours;
+    the remote ones (``remote_scenarios``) next to the embedded ``/v1/do`` and its floor."""
     floor_do, floor_commands, do_example, commands = [
         Scenario(
             "floor_do",
@@ -191,20 +256,12 @@ def scenario_groups(http_body: bytes | None, typeahead: bool = False) -> list[li
             body=DO_EXAMPLE_BODY,
         ),
         Scenario("floor_commands", "floor GET /v1/commands (bare Starlette)", "floor", path="/v1/commands"),
-        Scenario(
-            "do_example",
-            "proxy POST /v1/do/example/Example",
-            "proxy",
-            method="POST",
-            path="/v1/do/example/Example",
-            body=DO_EXAMPLE_BODY,
-            baseline="floor_do",
-        ),
+        embedded_do_example(),
         Scenario(
             "commands", "proxy GET /v1/commands", "proxy", path="/v1/commands", baseline="floor_commands"
         ),
     ]
-    groups = [[floor_do, do_example], [floor_commands, commands]]
+    groups = [[floor_do, do_example, *remote], [floor_commands, commands]]
     if http_body is not None:
         do_http = Scenario(
             "do_http",
@@ -227,23 +284,31 @@ def scenario_groups(http_body: bytes | None, typeahead: bool = False) -> list[li
 
 
 class Runner:
-    """Runs one scenario at a given concurrency, reading the server's CPU time around it."""
+    """Runs one scenario at a given concurrency, reading its serving processes' CPU time around it.
 
-    def __init__(self, load: HttpLoad, pids: dict[str, int], ports: dict[str, int], grpc_target: str) -> None:
+    ``pids`` maps each system to its serving processes by name: one for the embedded proxy,
+    the shim and the gRPC server for the remote path, Envoy and the same gRPC server for Envoy.
+    """
+
+    def __init__(
+        self, load: HttpLoad, pids: dict[str, dict[str, int]], ports: dict[str, int], grpc_target: str
+    ) -> None:
         self.load = load
         self.pids = pids
         self.ports = ports
         self.grpc_target = grpc_target
 
-    def measure(self, scenario: Scenario, connections: int, duration: float) -> tuple[LoadResult, float]:
-        pid = self.pids[scenario.system]
-        before = cpu_seconds(pid)
+    def measure(
+        self, scenario: Scenario, connections: int, duration: float
+    ) -> tuple[LoadResult, dict[str, float]]:
+        pids = self.pids[scenario.system]
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         if scenario.kind == "grpc":
             result = run_grpc(self.grpc_target, connections, duration, "hi")
         else:
             url = f"http://127.0.0.1:{self.ports[scenario.system]}{scenario.path}"
             result = self.load.run(url, scenario.method, scenario.body, connections, duration)
-        return result, cpu_seconds(pid) - before
+        return result, {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
 
 
 def choose_loadgen(args: argparse.Namespace, script_dir: Path, notes: list[str]) -> tuple[HttpLoad, str]:
@@ -273,14 +338,17 @@ def choose_loadgen(args: argparse.Namespace, script_dir: Path, notes: list[str])
 def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
     notes: list[str] = []
     load, loadgen = choose_loadgen(args, tmp, notes)
-    n_scenarios = 8  # four, the http connector's two, the typeahead one, plus gRPC
+    # The embedded /v1/do, the remote shim and Envoy; unless --remote-only, also the two floors,
+    # /v1/commands, the http connector's two, the typeahead one and direct gRPC.
+    n_scenarios = 3 if args.remote_only else 10
     per_round = n_scenarios * 2 * args.duration
-    estimate = args.rounds * per_round + n_scenarios * args.warmup + 10
+    estimate = args.rounds * per_round + n_scenarios * args.warmup + 15
     _say(
         f"load generator: {loadgen}; {args.rounds} rounds x {n_scenarios} scenarios "
         f"x 2 runs of {args.duration:g} s"
     )
-    if not args.no_jobs:
+    jobs_wanted = not (args.no_jobs or args.remote_only)
+    if jobs_wanted:
         # Per mode and round: the latency phase, the burst, and its drain (about as long again).
         job_modes = 1 if args.no_broker else 2
         estimate += job_modes * (args.rounds * 4 * args.duration + 3 * args.warmup) + 15
@@ -291,50 +359,60 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
     do_file.write_bytes(b"{}")
     commands_file.write_bytes(b"[]")
 
-    _say(f"timing start-ups ({args.starts} each)...")
-    startup = {
-        "proxy": time_startups(procs, args.starts, lambda: _proxy_http(procs)),
-        "bare Starlette floor": time_startups(
-            procs, args.starts, lambda: start_floor(procs, do_file, commands_file, "floor-start")
-        ),
-    }
+    startup: dict[str, list[float]] = {}
+    if not args.remote_only:
+        _say(f"timing start-ups ({args.starts} each)...")
+        startup = {
+            "proxy": time_startups(procs, args.starts, lambda: _proxy_http(procs)),
+            "bare Starlette floor": time_startups(
+                procs, args.starts, lambda: start_floor(procs, do_file, commands_file, "floor-start")
+            ),
+        }
 
-    target, target_port = start_target(procs)
     proxy, proxy_port, grpc_port = start_proxy(procs)
-    target.wait_ready(target_port)
     proxy.wait_ready(proxy_port)
-    commands_body = probe(proxy_port, "GET", "/v1/commands")
     do_body = probe(proxy_port, "POST", "/v1/do/example/Example", DO_EXAMPLE_BODY)
-    do_file.write_bytes(do_body)
-    commands_file.write_bytes(commands_body)
-    floor, floor_port = start_floor(procs, do_file, commands_file)
-    floor.wait_ready(floor_port)
-    if probe(floor_port, "POST", "/v1/do/example/Example", DO_EXAMPLE_BODY) != do_body:
-        msg = "the floor's POST reply differs from the proxy's"
-        raise RuntimeError(msg)
-    if probe(floor_port, "GET", "/v1/commands") != commands_body:
-        msg = "the floor's /v1/commands reply differs from the proxy's"
-        raise RuntimeError(msg)
-
-    http_body, why = check_http_connector(proxy_port, commands_body, target_port)
+    remote = _start_remote(procs, tmp, do_body)
     skipped: dict[str, str] = {}
-    if http_body is None:
-        skipped[f"proxy POST /v1/do/{HTTP_COMMAND}"] = why
-        _say(f"SKIP the http scenario: {why}")
+    if "envoy" in remote.skipped:
+        skipped["envoy: transcoder + gRPC server"] = remote.skipped["envoy"]
+        _say(f"SKIP the Envoy scenario: {remote.skipped['envoy']}")
+    remote_plan = remote_scenarios(envoy=remote.envoy is not None)
+    pids: dict[str, dict[str, int]] = {"proxy": {"proxy": proxy.pid}, **remote.pids()}
+    ports: dict[str, int] = {"proxy": proxy_port, **remote.ports()}
 
-    typeahead_skip = check_typeahead(proxy_port)
-    if typeahead_skip:
-        skipped[f"proxy GET {TYPEAHEAD_PATH}"] = typeahead_skip
-        _say(f"SKIP the typeahead scenario: {typeahead_skip}")
+    if args.remote_only:
+        groups = [[embedded_do_example(), *remote_plan]]
+    else:
+        target, target_port = start_target(procs)
+        target.wait_ready(target_port)
+        commands_body = probe(proxy_port, "GET", "/v1/commands")
+        do_file.write_bytes(do_body)
+        commands_file.write_bytes(commands_body)
+        floor, floor_port = start_floor(procs, do_file, commands_file)
+        floor.wait_ready(floor_port)
+        if probe(floor_port, "POST", "/v1/do/example/Example", DO_EXAMPLE_BODY) != do_body:
+            msg = "the floor's POST reply differs from the proxy's"
+            raise RuntimeError(msg)
+        if probe(floor_port, "GET", "/v1/commands") != commands_body:
+            msg = "the floor's /v1/commands reply differs from the proxy's"
+            raise RuntimeError(msg)
+        pids |= {"floor": {"floor": floor.pid}, "target": {"target": target.pid}}
+        ports |= {"floor": floor_port, "target": target_port}
 
-    groups = scenario_groups(http_body, typeahead=not typeahead_skip)
+        http_body, why = check_http_connector(proxy_port, commands_body, target_port)
+        if http_body is None:
+            skipped[f"proxy POST /v1/do/{HTTP_COMMAND}"] = why
+            _say(f"SKIP the http scenario: {why}")
+
+        typeahead_skip = check_typeahead(proxy_port)
+        if typeahead_skip:
+            skipped[f"proxy GET {TYPEAHEAD_PATH}"] = typeahead_skip
+            _say(f"SKIP the typeahead scenario: {typeahead_skip}")
+        groups = scenario_groups(http_body, typeahead=not typeahead_skip, remote=remote_plan)
+
     plan = [scenario for group in groups for scenario in group]
-    runner = Runner(
-        load,
-        {"proxy": proxy.pid, "floor": floor.pid, "target": target.pid},
-        {"proxy": proxy_port, "floor": floor_port, "target": target_port},
-        f"127.0.0.1:{grpc_port}",
-    )
+    runner = Runner(load, pids, ports, f"127.0.0.1:{grpc_port}")
     runs = {s.key: ScenarioRuns(s) for s in plan}
 
     if args.warmup > 0:
@@ -352,7 +430,8 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
             for scenario in members:
                 many, cpu = runner.measure(scenario, args.connections, args.duration)
                 runs[scenario.key].many.append(many)
-                runs[scenario.key].server_cpu_s.append(cpu)
+                runs[scenario.key].server_cpu_s.append(sum(cpu.values()))
+                runs[scenario.key].process_cpu_s.append(cpu)
             for scenario in members:
                 one, _ = runner.measure(scenario, 1, args.duration)
                 runs[scenario.key].one.append(one)
@@ -360,12 +439,12 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
                 many, one = runs[scenario.key].many[-1], runs[scenario.key].one[-1]
                 errors = f"  ERRORS {many.errors + one.errors}" if many.errors or one.errors else ""
                 _say(
-                    f"round {round_index + 1}/{args.rounds}  {scenario.label.strip():42}  "
+                    f"round {round_index + 1}/{args.rounds}  {scenario.label.strip():60}  "
                     f"{many.rps:>9,.0f} req/s   c=1 p50 {one.p50_ms:.2f} ms  p99 {one.p99_ms:.2f} ms{errors}"
                 )
     time.sleep(0.5)
     rss_after = rss_mib(proxy.pid)
-    jobs = None if args.no_jobs else _measure_jobs(args, procs)
+    jobs = _measure_jobs(args, procs) if jobs_wanted else None
 
     if any(r.errors for r in runs.values()):
         notes.append("some runs had errors (non-2xx, timeouts or socket errors); see the errors column")
@@ -380,6 +459,15 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
         "rounds": args.rounds,
         "warmup_s": args.warmup,
         "method": "medians of interleaved rounds; ratio = median of the per-round req/s ratios to the floor",
+        "remote_only": args.remote_only,
+        "commands": {
+            "proxy": _argv_text(PROXY_ARGV),
+            "grpc_server": _argv_text(GRPC_SERVER_ARGV),
+            "shim": _argv_text(SHIM_ARGV),
+        },
+        "envoy": {"version": remote.envoy_version, "concurrency": ENVOY_CONCURRENCY}
+        if remote.envoy is not None
+        else None,
     }
     return Report(
         runs=runs,
@@ -407,6 +495,18 @@ def _measure_jobs(args: argparse.Namespace, procs: Procs) -> JobsReport:
         redis_url=args.jobs_redis_url,
     )
     return measure_jobs(options, procs, _say)
+
+
+def _start_remote(procs: Procs, tmp: Path, do_body: bytes) -> RemoteSystems:
+    _say("starting the gRPC server alone, the REST shim and Envoy in front of it...")
+    remote = start_remote_systems(procs, tmp, "/v1/do/example/Example", DO_EXAMPLE_BODY, do_body)
+    if remote.envoy is not None:
+        _say(f"envoy {remote.envoy_version}, --concurrency {ENVOY_CONCURRENCY}, grpc_json_transcoder")
+    return remote
+
+
+def _argv_text(argv: Sequence[str]) -> str:
+    return " ".join(["python" if arg == PYTHON else arg for arg in argv])
 
 
 def _proxy_http(procs: Procs) -> tuple[Proc, int]:
