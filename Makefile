@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve serve-grpc serve-shim worker test lint typecheck gen gen-ts docs bench clean
+.PHONY: serve serve-grpc serve-shim worker test lint typecheck gen gen-ts build-node serve-node docs bench clean
 
 $(STAMP): pyproject.toml hatch_build.py $(shell find protos -name '*.proto')
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,34 @@ gen-ts: $(STAMP) $(TS_STAMP)
 	rm -rf $(TS)/dist
 	$(TS)/node_modules/.bin/tsc -p $(TS)
 
+## The Node.js connector server (connectors-node): its npm packages, installed again when package-lock.json changes.
+NODE_DIR := connectors-node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+# The protos it serves (conformance only for tests); buf adds their imports.
+NODE_PROTOS := protos/spiff/connector/jsonata protos/spiff/connector/conformance
+NODE_BUILT := $(NODE_DIR)/dist/.built
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+## Generate connectors-node/gen (TypeScript, and the descriptor set its reflection serves, options
+## included; never committed) and compile everything to connectors-node/dist.
+$(NODE_BUILT): $(STAMP) $(NODE_STAMP) $(NODE_DIR)/buf.gen.yaml $(NODE_DIR)/tsconfig.json $(NODE_DIR)/server.ts \
+		$(shell find protos -name '*.proto') $(shell find $(NODE_DIR)/src -name '*.ts')
+	$(BIN)/buf generate --template $(NODE_DIR)/buf.gen.yaml $(NODE_PROTOS:%=--path %)
+	$(BIN)/buf build $(NODE_PROTOS:%=--path %) --as-file-descriptor-set --exclude-source-info -o $(NODE_DIR)/gen/descriptors.binpb
+	rm -rf $(NODE_DIR)/dist
+	$(NODE_DIR)/node_modules/.bin/tsc -p $(NODE_DIR)
+	touch $(NODE_BUILT)
+
+build-node: $(NODE_BUILT)
+
+## Run the Node.js connector server (jsonata) on 127.0.0.1:$${CONNECTOR_NODE_PORT:-50052}; front it with
+## CONNECTOR_PROXY_GRPC_TARGETS=127.0.0.1:50052.
+serve-node: $(NODE_BUILT)
+	node $(NODE_DIR)/dist/server.js
+
 ## Regenerate the connector reference, docs/connectors.md, from the protos.
 docs: $(STAMP)
 	$(BIN)/python -m connector_proxy.reference
@@ -64,8 +92,8 @@ typecheck: $(STAMP)
 ## The test suite: lint, types, then every test (real servers, no network beyond loopback).
 test: $(STAMP)
 	$(BIN)/python hatch_build.py
-	@if command -v npm >/dev/null && command -v node >/dev/null; then $(MAKE) gen-ts; \
-	else echo "node/npm not found: the TypeScript client is not built and its tests skip (CI requires it)"; fi
+	@if command -v npm >/dev/null && command -v node >/dev/null; then $(MAKE) gen-ts build-node; \
+	else echo "node/npm not found: the TypeScript client and the Node connector server are not built and their tests skip (CI requires them)"; fi
 	$(MAKE) lint typecheck
 	$(BIN)/python -m pytest
 
@@ -73,4 +101,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) clients/python $(TS)/node_modules $(TS)/gen $(TS)/dist
+	rm -rf $(VENV) clients/python $(TS)/node_modules $(TS)/gen $(TS)/dist $(NODE_DIR)/node_modules $(NODE_DIR)/gen $(NODE_DIR)/dist

@@ -19,6 +19,7 @@ from jobs import job_backend, jobs_service
 from rest_shim import Catalogue, create_app, replace_catalogue
 from server._registry import Connector, discover
 from server.app import ExtraService, create_server
+from server.health import Health
 from server.security import server_credentials
 from server.settings import Settings
 from server.upstreams import Federation, Upstream
@@ -72,6 +73,7 @@ async def _serve_grpc(
     connectors: Sequence[Connector],
     federation: Federation,
     services: Sequence[ExtraService] = (),
+    health: Health | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     credentials = None
     if settings.grpc_tls_cert_file is not None and settings.grpc_tls_key_file is not None:
@@ -86,6 +88,7 @@ async def _serve_grpc(
         api_key=settings.api_key,
         credentials=credentials,
         services=services,
+        health=health,
     )
 
 
@@ -107,12 +110,16 @@ def build_proxy_app(
             await federation.close(0)
             raise
         server: grpc.aio.Server | None = None
+        health = Health()
         if serve_grpc:
-            server, _ = await _serve_grpc(settings, connectors, federation, services=[jobs_service(jobs)])
+            server, _ = await _serve_grpc(
+                settings, connectors, federation, services=[jobs_service(jobs)], health=health
+            )
         try:
             yield
         finally:
             if server is not None:
+                await health.drain()
                 await server.stop(settings.shutdown_grace)
             await federation.close(settings.shutdown_grace)
             await close_connectors(connectors)
@@ -192,7 +199,8 @@ async def _grpc_only(settings: Settings) -> None:
     connectors = discover(settings.connector_packages)
     federation = federation_for(settings, connectors)
     await federation.start(wait=_FIRST_DISCOVERY_WAIT)
-    server, port = await _serve_grpc(settings, connectors, federation)
+    health = Health()
+    server, port = await _serve_grpc(settings, connectors, federation, health=health)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -200,6 +208,7 @@ async def _grpc_only(settings: Settings) -> None:
     logger.info("gRPC server ready on %s:%d", settings.host, port)
     await stop.wait()
     logger.info("shutting down; in-flight calls get %.0f s", settings.shutdown_grace)
+    await health.drain()
     await server.stop(settings.shutdown_grace)
     await federation.close(settings.shutdown_grace)
     await close_connectors(connectors)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import pathlib
 import sys
 from collections.abc import Iterable, Sequence
@@ -18,15 +19,18 @@ from server._registry import Connector, discover
 from server.schema import (
     SPIFF_CONTEXT,
     command_options,
+    connector_name,
     connector_options,
     field_options,
     is_message,
 )
 
-__all__ = ["render"]
+__all__ = ["connector_services", "render"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "connectors.md"
+# Services in protos/ that exist for the tests only (the cross-language conformance cases).
+_TEST_ONLY = ("spiff.connector.conformance.",)
 
 
 def _cell(text: str) -> str:
@@ -62,11 +66,17 @@ def _errors(errors: Sequence[Any]) -> list[str]:
     return rows
 
 
-def _connector(connector: Connector) -> list[str]:
-    service = connector.service
+def _connector(service: descriptor.ServiceDescriptor, local: bool) -> list[str]:
+    name = connector_name(service)
     options = connector_options(service)
-    lines = [f"## {connector.name}", "", options.description, ""]
+    lines = [f"## {name}", "", options.description, ""]
     lines += [f"gRPC service `{service.full_name}`.", ""]
+    if not local:
+        lines += [
+            "Served by a server of its own, not by the Python proxy: run it and list it in",
+            '`CONNECTOR_PROXY_GRPC_TARGETS` (README, "Connectors on other gRPC servers").',
+            "",
+        ]
     if options.settings:
         lines += ["| setting | default | meaning |", "|---|---|---|"]
         lines += [f"| `{v.name}` | {_cell(v.default)} | {_cell(v.description)} |" for v in options.settings]
@@ -75,7 +85,7 @@ def _connector(connector: Connector) -> list[str]:
         lines += ["Errors of every command:", "", *_errors(options.errors), ""]
     for method in service.methods:
         command = command_options(method)
-        lines += [f"### `{connector.name}/{method.name}`", "", command.description, ""]
+        lines += [f"### `{name}/{method.name}`", "", command.description, ""]
         if command.typeahead:
             lines += ["Also answers `GET /v1/typeahead/{category}?prefix=&limit=`.", ""]
         if command.long_running:
@@ -95,8 +105,26 @@ def _connector(connector: Connector) -> list[str]:
     return lines
 
 
-def render(connectors: Sequence[Connector]) -> str:
-    """The reference as Markdown, one section per connector, in name order."""
+def connector_services(connectors: Sequence[Connector]) -> list[tuple[descriptor.ServiceDescriptor, bool]]:
+    """Every connector service in protos/ (its generated module), with whether a Python connector
+    hosts it; the test-only ones left out."""
+    hosted = {c.service.full_name for c in connectors}
+    found: dict[str, descriptor.ServiceDescriptor] = {c.service.full_name: c.service for c in connectors}
+    # The generated packages are namespace packages (no __init__), which pkgutil does not walk.
+    for directory in importlib.import_module("spiff.connector").__path__:
+        for path in sorted(pathlib.Path(directory).rglob("*_pb2.py")):
+            relative = path.relative_to(pathlib.Path(directory)).with_suffix("")
+            name = ".".join(("spiff", "connector", *relative.parts))
+            if name.startswith(_TEST_ONLY):
+                continue
+            for service in importlib.import_module(name).DESCRIPTOR.services_by_name.values():
+                found.setdefault(service.full_name, service)
+    return [(s, s.full_name in hosted) for s in found.values()]
+
+
+def render(services: Sequence[tuple[descriptor.ServiceDescriptor, bool]]) -> str:
+    """The reference as Markdown, one section per connector (``(service, hosted locally)``), in
+    name order."""
     lines = [
         "# Connector reference",
         "",
@@ -105,8 +133,8 @@ def render(connectors: Sequence[Connector]) -> str:
         "`/v1/commands` and `/openapi.json` carry the same facts for programs.",
         "",
     ]
-    for connector in sorted(connectors, key=lambda c: c.name):
-        lines += _connector(connector)
+    for service, local in sorted(services, key=lambda pair: connector_name(pair[0])):
+        lines += _connector(service, local)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -114,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m connector_proxy.reference", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/connectors.md is not current")
     args = parser.parse_args(argv)
-    text = render(discover(["connectors"]))
+    text = render(connector_services(discover(["connectors"])))
     if args.check:
         current = TARGET.read_text() if TARGET.exists() else ""
         if current != text:

@@ -9,12 +9,13 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool, message
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from server._reflection import LiveReflection
 from server._registry import Command, Connector
 from server.forwarding import UpstreamForwarder
+from server.health import Health
 from server.invocation import ServerContext, execute_within
 from server.security import ApiKeyInterceptor
 from server.upstreams import Federation
@@ -87,6 +88,7 @@ async def create_server(
     federation: Federation | None = None,
     api_key: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    health: Health | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds and starts a server hosting ``connectors`` (and ``services``, which are not
     connectors) on ``address`` (``host:0`` picks a port).
@@ -96,6 +98,8 @@ async def create_server(
             too (passed through), and reflection lists them, as they come and go.
         api_key: when set, every call but health needs it as ``spiff-connector-proxy-api-key``.
         credentials: TLS for the port (see :func:`server.security.server_credentials`).
+        health: the health service to serve; pass one to :meth:`~server.health.Health.drain`
+            it before stopping the server.
 
     Returns:
         The started server and the port it is bound to.
@@ -115,7 +119,7 @@ async def create_server(
     if federation is not None:
         server.add_generic_rpc_handlers((UpstreamForwarder(federation),))
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health if health is not None else Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [c.service.full_name for c in connectors] + [s.name for s in services]
     fixed = [

@@ -22,7 +22,7 @@ def test_committed_reference_is_current():
 
 def test_reference_lists_every_command_and_parameter():
     connectors = discover(["connectors"])
-    text = reference.render(connectors)
+    text = reference.render(reference.connector_services(connectors))
     for connector in connectors:
         for command in connector.commands:
             assert f"### `{command.id}`" in text
@@ -55,3 +55,12 @@ def test_every_setting_a_connector_reads_is_declared_in_its_proto(connector):
     assert read == declared
     prefix = f"CONNECTOR_PROXY_{connector.name.upper()}_"
     assert all(name.startswith(prefix) for name in declared)
+
+
+def test_connectors_of_other_servers_are_documented_and_test_only_ones_are_not():
+    text = reference.render(reference.connector_services(discover(["connectors"])))
+    jsonata = text[text.index("## jsonata") :]
+    assert "Served by a server of its own" in jsonata[: jsonata.index("### ")]
+    assert "### `jsonata/Evaluate`" in text
+    assert "## conformance" not in text
+    assert "Served by a server of its own" not in text[text.index("## example") : text.index("## http")]

@@ -6,6 +6,7 @@ SIGKILL) at teardown; its output goes to a log file that failure messages quote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.node.conftest import node_server
 from tests.ports import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -37,11 +39,11 @@ class ProxyProcess:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    """``python -m connector_proxy`` on free ports, reachable once ``GET /liveness`` answers 200."""
+@contextlib.contextmanager
+def _proxy(log_path: Path, **settings: str) -> Iterator[ProxyProcess]:
+    """``python -m connector_proxy`` on free ports with ``settings``, reachable once ``GET /liveness``
+    answers 200."""
     port, grpc_port = free_port(), free_port()
-    log_path = tmp_path_factory.mktemp("proxy") / "proxy.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_PROXY_")}
     env |= {
         "CONNECTOR_PROXY_HOST": "127.0.0.1",
@@ -49,6 +51,7 @@ def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPro
         "CONNECTOR_PROXY_GRPC_PORT": str(grpc_port),
         "CONNECTOR_PROXY_JOBS_DB": str(log_path.with_name("jobs.sqlite3")),
         "NO_PROXY": "127.0.0.1,localhost",
+        **settings,
     }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -69,6 +72,24 @@ def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPro
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """The proxy with its local connectors."""
+    with _proxy(tmp_path_factory.mktemp("proxy") / "proxy.log") as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def polyglot_proxy_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """The proxy with its local connectors, fronting the Node.js connector server (jsonata)."""
+    directory = tmp_path_factory.mktemp("polyglot")
+    with (
+        node_server({}, directory / "node.log") as node,
+        _proxy(directory / "proxy.log", CONNECTOR_PROXY_GRPC_TARGETS=f"node={node.target}") as proxy,
+    ):
+        yield proxy
 
 
 def _wait_for_liveness(proxy: ProxyProcess) -> None:

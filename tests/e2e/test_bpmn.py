@@ -244,12 +244,13 @@ def test_http_404_caught_by_error_boundary_event(delegate, target_server):
 INTERNAL_COMMAND_IDS = {f"http/{verb}Request" for verb in ("Delete", "Get", "Head", "Patch", "Post", "Put")}
 
 
-def test_catalog_offers_every_operator_the_diagrams_use(delegate):
+def test_catalog_offers_every_operator_the_diagrams_use(polyglot_delegate):
     """Each operator in these diagrams is in ``GET /v1/commands`` after the backend's merge (§1.1).
 
     That is: a modeler could have picked it in Arena's properties panel; ``/v1/commands`` answers
     200 with a JSON array; the backend drops proxy items named like its embedded http commands.
     """
+    delegate = polyglot_delegate  # the local connectors and the Node.js server behind the proxy
     response = delegate.client.get(
         f"{delegate.proxy_url}/v1/commands", headers={"User-Agent": "spiffworkflow-backend"}, timeout=15
     )
@@ -265,5 +266,43 @@ def test_catalog_offers_every_operator_the_diagrams_use(delegate):
     for diagram in sorted(DIAGRAMS.glob("*.bpmn")):
         spec = load_workflow(diagram, diagram.stem, BackendScriptEngine(delegate)).spec
         used |= {t.operation_name for t in spec.task_specs.values() if hasattr(t, "operation_name")}
-    assert used == {"example/Example", "example/Delay", "http/GetRequestV2"}
+    assert used == {"example/Example", "example/Delay", "http/GetRequestV2", "jsonata/Evaluate"}
     assert used <= offered, f"missing from the catalog: {sorted(used - offered)}"
+
+
+@pytest.fixture
+def polyglot_delegate(polyglot_proxy_process) -> Iterator[BackendServiceDelegate]:
+    with httpx.Client(trust_env=False, follow_redirects=True) as client:
+        yield BackendServiceDelegate(polyglot_proxy_process.url, client)
+
+
+def test_a_node_connector_behind_the_proxy_computes_from_task_data(polyglot_delegate):
+    """``jsonata/Evaluate``, served by the Node.js server behind the proxy: the diagram passes task
+    data as ``input`` and a variable as a binding; the result lands in the task's variable."""
+    order = {"lines": [{"quantity": 2, "price": 10}, {"quantity": 1, "price": 5}]}
+    workflow = run("jsonata_evaluate", polyglot_delegate, order=order, discount=0.1)
+
+    assert workflow.completed
+    assert workflow.data["total"]["body"] == 22.5
+    assert workflow.data["total"]["http_status"] == 200
+    assert workflow.data["total"]["operator_identifier"] == "jsonata/Evaluate"
+    (exchange,) = polyglot_delegate.exchanges
+    envelope = assert_v2_envelope(exchange)
+    assert envelope["error"] is None
+    # The local connectors are still there, in the same catalogue.
+    ids = {c["id"] for c in httpx.get(f"{polyglot_delegate.proxy_url}/v1/commands", timeout=5).json()}
+    assert {"jsonata/Evaluate", "example/Example", "http/GetRequestV2"} <= ids
+
+
+def test_a_node_connectors_error_code_is_caught_by_a_boundary_event(polyglot_delegate):
+    """A JSONata syntax error is ``400 JsonataSyntaxError``: an error boundary event on that code
+    catches it, as for a Python connector's error."""
+    workflow = run("jsonata_syntax_error_caught", polyglot_delegate)
+
+    assert workflow.completed
+    assert state_of(workflow, "handled") == "COMPLETED"
+    error = workflow.data["service_error"]
+    assert error["error_code"] == "JsonataSyntaxError"
+    assert error["status_code"] == 400
+    assert "position" in error["message"]
+    assert error["operator_identifier"] == "jsonata/Evaluate"
