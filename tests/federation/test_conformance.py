@@ -17,13 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from connector_proxy._processes import build_proxy_app
-from server.settings import Settings
-from tests.conftest import client_for
 from tests.ports import free_port
 from tests.processes import ROOT, process, wait_for_grpc
+from tests.upstreams import proxy_fronting
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -79,21 +76,17 @@ def served(
         yield request.param, f"127.0.0.1:{port}"
 
 
-def proxy_app(target: str, tmp_path: pathlib.Path) -> Starlette:
-    settings = Settings.from_env(
-        {
-            "CONNECTOR_PROXY_GRPC_TARGETS": f"conformance={target}",
-            "CONNECTOR_PROXY_COMMAND_TIMEOUT": str(COMMAND_TIMEOUT),
-            "CONNECTOR_PROXY_JOBS_DB": str(tmp_path / "jobs.sqlite3"),
-        }
+def proxy_in_front_of(
+    target: str, tmp_path: pathlib.Path
+) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return proxy_fronting(
+        f"conformance={target}", tmp_path, CONNECTOR_PROXY_COMMAND_TIMEOUT=str(COMMAND_TIMEOUT)
     )
-    return build_proxy_app(settings, [], serve_grpc=False)
 
 
 @pytest.fixture
 async def proxy(served: tuple[str, str], tmp_path: pathlib.Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = proxy_app(served[1], tmp_path)
-    async with app.router.lifespan_context(app), client_for(app) as client:
+    async with proxy_in_front_of(served[1], tmp_path) as client:
         yield client
 
 
@@ -177,8 +170,7 @@ async def test_the_deadline_ends_the_command_with_its_logs(proxy):
 async def test_a_killed_server_answers_503_at_once_and_a_restarted_one_serves_again(kind, tmp_path):
     port = free_port()
     with upstream(kind, port, tmp_path / "first.log") as first:
-        app = proxy_app(f"127.0.0.1:{port}", tmp_path)
-        async with app.router.lifespan_context(app), client_for(app) as proxy:
+        async with proxy_in_front_of(f"127.0.0.1:{port}", tmp_path) as proxy:
             status, _ = await do(proxy, "Echo", value=1)
             assert status == 200
             first.send_signal(signal.SIGKILL)

@@ -4,23 +4,21 @@ kept current, who owns a connector name, and ``GET /v1/upstreams``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
 import pytest
 from google.protobuf import message_factory
-from starlette.applications import Starlette
 
-from connector_proxy._processes import build_proxy_app, federation_for
+from connector_proxy._processes import federation_for
 from server._registry import Connector
 from server.app import create_server
 from server.settings import Settings
 from server.upstreams import UpstreamState
-from tests.conftest import client_for
 from tests.ports import free_port
+from tests.upstreams import proxy_fronting
 
 pytestmark = pytest.mark.anyio
 
@@ -36,30 +34,12 @@ async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
-@contextlib.asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[None]:
-    async with app.router.lifespan_context(app):
-        yield
-
-
-def settings_for(tmp_path, target: str, **env: str) -> Settings:
-    return Settings.from_env(
-        {
-            "CONNECTOR_PROXY_GRPC_PORT": "0",
-            "CONNECTOR_PROXY_GRPC_TARGETS": f"up={target}",
-            "CONNECTOR_PROXY_JOBS_DB": str(tmp_path / "jobs.sqlite3"),
-            **env,
-        }
-    )
-
-
 async def test_a_late_upstream_joins_the_catalogue_and_a_clash_keeps_the_first_owner(
     connectors, tmp_path, caplog
 ):
     port = free_port()
     target = f"127.0.0.1:{port}"
-    app = build_proxy_app(settings_for(tmp_path, target), by_name(connectors, "example"))
-    async with running(app), client_for(app) as client:
+    async with proxy_fronting(f"up={target}", tmp_path, by_name(connectors, "example")) as client:
         before = (await client.get("/v1/commands")).json()
         assert {c["id"] for c in before} == {"example/Example", "example/Delay"}
         assert (await client.get("/v1/upstreams")).json()["upstreams"][0]["state"] == "unavailable"
@@ -96,11 +76,8 @@ async def test_a_late_upstream_joins_the_catalogue_and_a_clash_keeps_the_first_o
 
 
 async def test_upstreams_need_the_api_key(connectors, tmp_path):
-    app = build_proxy_app(
-        settings_for(tmp_path, f"127.0.0.1:{free_port()}", CONNECTOR_PROXY_API_KEY="key"),
-        by_name(connectors, "example"),
-    )
-    async with running(app), client_for(app) as client:
+    target = f"up=127.0.0.1:{free_port()}"
+    async with proxy_fronting(target, tmp_path, CONNECTOR_PROXY_API_KEY="key") as client:
         assert (await client.get("/v1/upstreams")).status_code == 401
         answer = await client.get("/v1/upstreams", headers={"Spiff-Connector-Proxy-Api-Key": "key"})
         assert answer.status_code == 200
@@ -111,7 +88,8 @@ async def test_a_dead_upstream_answers_at_once_and_recovers_without_a_restart(co
     port = free_port()
     target = f"127.0.0.1:{port}"
     server, _ = await create_server(by_name(connectors, "typeahead"), target)
-    federation = federation_for(settings_for(tmp_path, target), [])
+    settings = Settings.from_env({"CONNECTOR_PROXY_GRPC_TARGETS": f"up={target}"})
+    federation = federation_for(settings, [])
     await federation.start()
     try:
         (upstream,) = federation.upstreams

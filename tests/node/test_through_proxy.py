@@ -10,25 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from connector_proxy._processes import build_proxy_app
-from server.settings import Settings
-from tests.conftest import client_for
 from tests.node.calls import ENDLESS_TAIL_RECURSION
 from tests.node.conftest import TIME_LIMIT_MS, NodeServer
+from tests.upstreams import proxy_fronting
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def proxy(jsonata_server: NodeServer, tmp_path: pathlib.Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings.from_env(
-        {
-            "CONNECTOR_PROXY_GRPC_TARGETS": f"jsonata={jsonata_server.target}",
-            "CONNECTOR_PROXY_JOBS_DB": str(tmp_path / "jobs.sqlite3"),
-        }
-    )
-    app = build_proxy_app(settings, [], serve_grpc=False)
-    async with app.router.lifespan_context(app), client_for(app) as client:
+    async with proxy_fronting(f"jsonata={jsonata_server.target}", tmp_path) as client:
         yield client
 
 
