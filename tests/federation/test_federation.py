@@ -7,16 +7,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import message_factory
+from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
 
 from connector_proxy._processes import federation_for
 from server._registry import Connector
 from server.app import create_server
 from server.settings import Settings
 from server.upstreams import UpstreamState
+from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY
 from tests.ports import free_port
 from tests.upstreams import proxy_fronting
 
@@ -114,3 +117,38 @@ async def test_a_dead_upstream_answers_at_once_and_recovers_without_a_restart(co
     finally:
         await federation.close(None)
         await server.stop(None)
+
+
+async def test_the_grpc_port_passes_an_upstreams_failure_through_unchanged(connectors, tmp_path):
+    """A failing upstream command called on the proxy's gRPC port: the same code, message,
+    ErrorInfo, BadRequest and log lines as from the upstream itself."""
+    upstream_server, upstream_port = await create_server(by_name(connectors, "example"), "127.0.0.1:0")
+    settings = Settings.from_env({"CONNECTOR_PROXY_GRPC_TARGETS": f"up=127.0.0.1:{upstream_port}"})
+    federation = federation_for(settings, [])
+    await federation.start()
+    proxy_server, proxy_port = await create_server([], "127.0.0.1:0", federation=federation)
+    try:
+        failures = []
+        for port in (upstream_port, proxy_port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = example_pb2_grpc.ExampleServiceStub(channel)  # type: ignore[no-untyped-call]
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.Delay(example_pb2.DelayRequest(seconds=-1, message="m"), timeout=5)
+            failures.append(caught.value)
+        direct, forwarded = failures
+        assert forwarded.code() == direct.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert forwarded.details() == direct.details()
+
+        def kept(error: grpc.aio.AioRpcError) -> list[tuple[str, Any]]:
+            return [
+                (k, v)
+                for k, v in error.trailing_metadata() or ()
+                if k in (STATUS_DETAILS_KEY, LOG_METADATA_KEY)
+            ]
+
+        assert kept(forwarded) == kept(direct)
+        assert any(k == STATUS_DETAILS_KEY for k, _ in kept(forwarded))
+    finally:
+        await proxy_server.stop(None)
+        await federation.close(None)
+        await upstream_server.stop(None)
