@@ -9,11 +9,14 @@
 
 import { fileURLToPath } from "node:url";
 
+import type * as grpc from "@grpc/grpc-js";
+
 import type { Connector } from "./src/command.js";
 import { conformanceConnector } from "./src/conformance.js";
 import { address, startServer, type RunningServer } from "./src/grpc-server.js";
 import { jsonataConnector } from "./src/jsonata/connector.js";
 import { WorkerPool } from "./src/jsonata/pool.js";
+import { serverCredentials } from "./src/security.js";
 import { SettingsError, settingsFromEnv, type Settings } from "./src/settings.js";
 
 /** dist/server.js → gen/ at the package root, written by the build with the generated code. */
@@ -37,8 +40,10 @@ async function connectors(settings: Settings): Promise<{ connectors: Connector[]
 
 async function main(): Promise<void> {
   let settings: Settings;
+  let credentials: grpc.ServerCredentials;
   try {
     settings = settingsFromEnv(process.env);
+    credentials = serverCredentials(settings.tls);
   } catch (error) {
     if (!(error instanceof SettingsError)) throw error;
     console.error(`connector server: ${error.message}`);
@@ -48,7 +53,7 @@ async function main(): Promise<void> {
   const hosted = await connectors(settings);
   let running: RunningServer;
   try {
-    running = await startServer(settings, hosted.connectors, DESCRIPTOR_SETS);
+    running = await startServer(settings, credentials, hosted.connectors, DESCRIPTOR_SETS);
   } catch (error) {
     await hosted.close();
     throw error;
@@ -58,7 +63,19 @@ async function main(): Promise<void> {
   process.on("SIGINT", shutdown);
   const where = address(settings.host, running.port);
   console.log(`listening on ${where}`);
-  console.error(`connector server: ${running.services.join(", ")} on ${where}`);
+  console.error(`connector server: ${running.services.join(", ")} on ${where}; ${security(settings)}`);
+}
+
+/** How callers get in, for the start-up line (never the key itself). */
+function security(settings: Settings): string {
+  const tls =
+    settings.tls === undefined
+      ? "TLS off"
+      : settings.tls.clientCaFile === undefined
+        ? "TLS on"
+        : "TLS on, client certificates required";
+  const key = settings.apiKey === undefined ? "no API key" : "API key required (health open)";
+  return `${tls}, ${key}`;
 }
 
 /** The signal handler: health turns NOT_SERVING and its watches end, new calls are refused, the

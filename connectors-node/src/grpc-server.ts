@@ -1,6 +1,6 @@
 /**
  * The gRPC server: the connectors, grpc.health.v1 and server reflection, as server/app.py
- * builds the Python one.
+ * builds the Python one, with its API key and TLS (security.ts).
  */
 
 import * as grpc from "@grpc/grpc-js";
@@ -9,6 +9,7 @@ import type { Connector } from "./command.js";
 import { DescriptorFiles } from "./descriptors.js";
 import { Health } from "./health.js";
 import { addReflection } from "./reflection.js";
+import { apiKeyInterceptor, interceptUnknownMethods } from "./security.js";
 import type { Settings } from "./settings.js";
 
 const HEALTH_SERVICE = "grpc.health.v1.Health";
@@ -22,14 +23,18 @@ export interface RunningServer {
   readonly services: readonly string[];
 }
 
-/** Builds the server and binds it to settings.host:settings.port. `descriptorSets` are the
- * FileDescriptorSet files reflection serves (they must describe every connector's service). */
+/** Builds the server and binds it to settings.host:settings.port with `credentials`
+ * (security.ts: serverCredentials); with settings.apiKey, every call but health needs the key.
+ * `descriptorSets` are the FileDescriptorSet files reflection serves (they must describe every
+ * connector's service). */
 export async function startServer(
   settings: Settings,
+  credentials: grpc.ServerCredentials,
   connectors: readonly Connector[],
   descriptorSets: readonly string[],
 ): Promise<RunningServer> {
   const server = new grpc.Server({
+    interceptors: settings.apiKey === undefined ? [] : [apiKeyInterceptor(settings.apiKey)],
     // As the Python server: messages (and so task data) up to twice CONNECTOR_PROXY_MAX_BODY_BYTES.
     "grpc.max_receive_message_length": settings.maxMessageBytes,
     "grpc.max_send_message_length": settings.maxMessageBytes,
@@ -37,6 +42,7 @@ export async function startServer(
     // one ping per 5 minutes without calls, and answer more with GOAWAY too_many_pings), grpc-js
     // servers enforce no ping policy; they send no pings of their own by default either.
   });
+  if (settings.apiKey !== undefined) interceptUnknownMethods(server);
 
   const files = DescriptorFiles.load(descriptorSets);
   const services = connectors.map((c) => c.service);
@@ -50,7 +56,7 @@ export async function startServer(
   health.register(server);
   addReflection(server, files, [...services, HEALTH_SERVICE]);
 
-  const port = await bind(server, address(settings.host, settings.port));
+  const port = await bind(server, address(settings.host, settings.port), credentials);
   health.serving(services);
   return { server, health, port, services };
 }
@@ -60,9 +66,9 @@ export function address(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function bind(server: grpc.Server, target: string): Promise<number> {
+function bind(server: grpc.Server, target: string, credentials: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (error, port) => {
+    server.bindAsync(target, credentials, (error, port) => {
       if (error === null) resolve(port);
       else reject(new Error(`could not bind the gRPC server to ${target}: ${error.message}`));
     });

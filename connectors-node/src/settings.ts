@@ -1,8 +1,9 @@
 /**
  * Settings from environment variables, checked at start-up (a bad value stops the server with a
  * message naming it, rather than misbehaving later). The connector's own settings are the ones
- * jsonata.proto declares; CONNECTOR_PROXY_SHUTDOWN_GRACE and CONNECTOR_PROXY_MAX_BODY_BYTES mean
- * what they mean for the Python server.
+ * jsonata.proto declares; CONNECTOR_PROXY_SHUTDOWN_GRACE, CONNECTOR_PROXY_MAX_BODY_BYTES,
+ * CONNECTOR_PROXY_API_KEY and CONNECTOR_PROXY_GRPC_TLS_* mean what they mean for the Python server
+ * (server/settings.py), with the same rules.
  */
 
 import { availableParallelism } from "node:os";
@@ -19,7 +20,22 @@ export interface Settings {
   /** CONNECTOR_NODE_CONFORMANCE=1: serve the test-only ConformanceService instead of the
    * connectors (tests/federation/test_conformance.py). */
   readonly conformance: boolean;
+  /** CONNECTOR_PROXY_API_KEY: every call but health needs it as the metadata
+   * spiff-connector-proxy-api-key (security.ts). Never logged. */
+  readonly apiKey: string | undefined;
+  /** CONNECTOR_PROXY_GRPC_TLS_*: TLS on the port; undefined for plaintext. */
+  readonly tls: TlsSettings | undefined;
   readonly jsonata: JsonataSettings;
+}
+
+export interface TlsSettings {
+  /** CONNECTOR_PROXY_GRPC_TLS_CERT_FILE: the server's certificate chain (PEM). */
+  readonly certFile: string;
+  /** CONNECTOR_PROXY_GRPC_TLS_KEY_FILE: its private key (PEM). */
+  readonly keyFile: string;
+  /** CONNECTOR_PROXY_GRPC_TLS_CLIENT_CA_FILE: when set, callers must present a certificate this
+   * CA signed (mutual TLS). */
+  readonly clientCaFile: string | undefined;
 }
 
 export interface JsonataSettings {
@@ -64,6 +80,8 @@ export function settingsFromEnv(env: Env): Settings {
     shutdownGraceMs: seconds("CONNECTOR_PROXY_SHUTDOWN_GRACE", 30) * 1000,
     maxMessageBytes: 2 * integer("CONNECTOR_PROXY_MAX_BODY_BYTES", 32 * 1024 * 1024, 1, 2 ** 30 - 1),
     conformance: integer("CONNECTOR_NODE_CONFORMANCE", 0, 0, 1) === 1,
+    apiKey: apiKey(env),
+    tls: tls(env),
     jsonata: {
       timeLimitMs: integer("CONNECTOR_PROXY_JSONATA_TIME_LIMIT_MS", 1000, 1, 2 ** 31 - 1),
       maxDepth: integer("CONNECTOR_PROXY_JSONATA_MAX_DEPTH", 500, 1),
@@ -71,4 +89,34 @@ export function settingsFromEnv(env: Env): Settings {
       maxMemoryMb: integer("CONNECTOR_PROXY_JSONATA_MAX_MEMORY_MB", 512, 16),
     },
   };
+}
+
+/** As the Python server: a key that is set but blank is refused rather than leaving the server
+ * open; any other value is the key as given. */
+function apiKey(env: Env): string | undefined {
+  const key = env["CONNECTOR_PROXY_API_KEY"];
+  if (key !== undefined && key.trim() === "") {
+    throw new SettingsError("CONNECTOR_PROXY_API_KEY is set but empty; unset it to run without a key");
+  }
+  return key;
+}
+
+/** The certificate and key go together; a client CA needs both. */
+function tls(env: Env): TlsSettings | undefined {
+  const path = (name: string): string | undefined => env[name]?.trim() || undefined;
+  const certFile = path("CONNECTOR_PROXY_GRPC_TLS_CERT_FILE");
+  const keyFile = path("CONNECTOR_PROXY_GRPC_TLS_KEY_FILE");
+  const clientCaFile = path("CONNECTOR_PROXY_GRPC_TLS_CLIENT_CA_FILE");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new SettingsError("CONNECTOR_PROXY_GRPC_TLS_CERT_FILE and CONNECTOR_PROXY_GRPC_TLS_KEY_FILE go together");
+  }
+  if (certFile === undefined || keyFile === undefined) {
+    if (clientCaFile !== undefined) {
+      throw new SettingsError(
+        "CONNECTOR_PROXY_GRPC_TLS_CLIENT_CA_FILE needs CONNECTOR_PROXY_GRPC_TLS_CERT_FILE and _KEY_FILE",
+      );
+    }
+    return undefined;
+  }
+  return { certFile, keyFile, clientCaFile };
 }
