@@ -6,11 +6,9 @@ proxy in front of a keyed server, and settings that stop the start."""
 from __future__ import annotations
 
 import contextlib
-import pathlib
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -24,6 +22,7 @@ from spiff.connector.jsonata.v1 import jsonata_pb2
 from server import json_values
 from server.upstreams import Upstream, UpstreamConfig, UpstreamState, read_schema
 from server.wire import API_KEY_METADATA
+from tests.certificates import Files, certificate_files, client_credentials
 from tests.node.calls import evaluate
 from tests.node.conftest import NODE, SERVER, NodeServer, node_server, open_channel
 from tests.security.helpers import following, list_services
@@ -253,39 +252,9 @@ async def test_a_server_that_starts_requiring_a_key_is_connector_unavailable(tmp
 # -- TLS ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pair:
-    cert: str
-    key: str
-
-
-@dataclass(frozen=True)
-class Files:
-    ca: str  # the CA's certificate
-    server: Pair  # for localhost and 127.0.0.1
-    client: Pair  # a client certificate from the same CA
-    stranger: Pair  # a client certificate from another CA
-
-
-def issue(ca: trustme.CA, directory: pathlib.Path, stem: str, *names: str) -> Pair:
-    leaf = ca.issue_cert(*names)
-    cert, key = directory / f"{stem}.pem", directory / f"{stem}.key"
-    cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
-    return Pair(str(cert), str(key))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
-    directory = tmp_path_factory.mktemp("certificates")
-    ca, other_ca = trustme.CA(), trustme.CA()
-    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    return Files(
-        ca=str(directory / "ca.pem"),
-        server=issue(ca, directory, "server", "localhost", "127.0.0.1"),
-        client=issue(ca, directory, "client", "spiff-connector-proxy"),
-        stranger=issue(other_ca, directory, "stranger", "spiff-connector-proxy"),
-    )
+    return certificate_files(tmp_path_factory.mktemp("certificates"), trustme.CA(), trustme.CA())
 
 
 def tls_env(files: Files, *, client_ca: bool = False) -> dict[str, str]:
@@ -367,17 +336,6 @@ async def test_mtls_with_a_client_certificate_from_the_ca(mtls_server, files):
         assert upstream.state is UpstreamState.READY, upstream.last_error
         assert await evaluate_through(upstream) == 3
     assert "TLS on, client certificates required, no API key" in mtls_server.log_text()
-
-
-def client_credentials(ca_file: str, pair: Pair | None) -> grpc.ChannelCredentials:
-    def read(path: str) -> bytes:
-        return pathlib.Path(path).read_bytes()
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(ca_file),
-        private_key=read(pair.key) if pair else None,
-        certificate_chain=read(pair.cert) if pair else None,
-    )
 
 
 @pytest.mark.anyio

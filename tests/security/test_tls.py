@@ -8,7 +8,6 @@ import contextlib
 import pathlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -32,6 +31,7 @@ from server.upstreams import (
     parse_upstreams,
 )
 from server.wire import API_KEY_METADATA
+from tests.certificates import Files, certificate_files, client_credentials, issue
 from tests.security.helpers import EXAMPLE_METHOD, EXPECTED, call_example, following, invoke_example
 
 pytestmark = pytest.mark.anyio
@@ -50,40 +50,9 @@ def other_ca() -> trustme.CA:
     return trustme.CA()
 
 
-@dataclass(frozen=True)
-class Pair:
-    """A certificate file and its key file."""
-
-    cert: str
-    key: str
-
-
-def issue(ca: trustme.CA, directory: pathlib.Path, stem: str, *names: str) -> Pair:
-    leaf = ca.issue_cert(*names)
-    cert, key = directory / f"{stem}.pem", directory / f"{stem}.key"
-    cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
-    return Pair(str(cert), str(key))
-
-
-@dataclass(frozen=True)
-class Files:
-    ca: str  # the CA's certificate: what clients and servers trust
-    server: Pair  # for localhost and 127.0.0.1
-    client: Pair  # a client certificate from the same CA
-    stranger: Pair  # a client certificate from another CA
-
-
 @pytest.fixture
 def files(tmp_path: pathlib.Path, ca: trustme.CA, other_ca: trustme.CA) -> Files:
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    return Files(
-        ca=str(ca_file),
-        server=issue(ca, tmp_path, "server", "localhost", "127.0.0.1"),
-        client=issue(ca, tmp_path, "client", "spiff-connector-proxy"),
-        stranger=issue(other_ca, tmp_path, "stranger", "spiff-connector-proxy"),
-    )
+    return certificate_files(tmp_path, ca, other_ca)
 
 
 @contextlib.asynccontextmanager
@@ -203,17 +172,6 @@ async def test_an_unreadable_certificate_file_stops_the_start(tmp_path, files):
 
 
 # -- (b) mutual TLS ----------------------------------------------------------------------------
-
-
-def client_credentials(ca_file: str, pair: Pair | None) -> grpc.ChannelCredentials:
-    def read(path: str) -> bytes:
-        return pathlib.Path(path).read_bytes()
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(ca_file),
-        private_key=read(pair.key) if pair else None,
-        certificate_chain=read(pair.cert) if pair else None,
-    )
 
 
 @pytest.fixture
