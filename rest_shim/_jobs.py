@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from server import json_values
 
 if TYPE_CHECKING:
     from rest_shim._catalog import Catalogue
@@ -95,14 +96,10 @@ class JobView:
             "attempts": self.attempts,
             "delivery_attempts": self.delivery_attempts,
             "last_error": self.last_error,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": json_values.iso_timestamp(self.created_at),
+            "updated_at": json_values.iso_timestamp(self.updated_at),
             "worker": self.worker,
         }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class JobBackend(Protocol):

@@ -19,10 +19,8 @@ from server.wire import API_KEY_METADATA, STATUS_DETAILS_KEY
 __all__ = ["UpstreamForwarder"]
 
 # Metadata that belongs to one hop: never passed on.
-_HOP_BY_HOP = frozenset(
-    {API_KEY_METADATA, "user-agent", "content-type", "te", "grpc-timeout", "grpc-encoding"}
-)
-_HOP_BY_HOP_PREFIXES = (":", "grpc-")
+_HOP_BY_HOP = frozenset({API_KEY_METADATA, "user-agent", "content-type", "te"})
+_HOP_BY_HOP_PREFIXES = (":", "grpc-")  # grpc-timeout, grpc-encoding... are each hop's own
 
 
 def _passed_on(key: str) -> bool:

@@ -14,7 +14,7 @@ from spiff.connector.v1 import types_pb2
 
 from server import errors
 
-__all__ = ["JSON_VALUE", "dump", "dumps", "load", "load_parameter", "loads", "to_json_safe"]
+__all__ = ["JSON_VALUE", "dump", "dumps", "iso_timestamp", "load", "load_parameter", "loads", "to_json_safe"]
 
 JSON_VALUE = types_pb2.JsonValue.DESCRIPTOR.full_name
 _ABSENT: Any = object()
@@ -70,6 +70,12 @@ def to_json_safe(value: Any) -> Any:
 # Built once: json.loads/json.dumps with options would build a new decoder/encoder per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=to_json_safe)
+
+
+def iso_timestamp(seconds: float) -> str:
+    """Seconds since the epoch as the views (jobs, upstreams) show times: ISO 8601 UTC, ms, ``Z``."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def dumps(value: Any) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import descriptor, message
 
 from server._registry import Connector
 from server.invocation import LocalInvoker, Reply
+from server.json_values import iso_timestamp
 from server.schema import connector_name
 from server.upstreams._upstream import Upstream, UpstreamState
 
@@ -140,7 +140,7 @@ class Federation:
                 "name": u.name,
                 "target": u.config.address,
                 "state": u.state.value,
-                "last_discovery": _iso(u.last_discovery),
+                "last_discovery": None if u.last_discovery is None else iso_timestamp(u.last_discovery),
                 "last_error": u.last_error,
                 "commands": sorted(
                     f"{connector_name(s)}/{m.name}"
@@ -156,9 +156,3 @@ class Federation:
 
 def _names(services: Sequence[descriptor.ServiceDescriptor]) -> set[str]:
     return {connector_name(s) for s in services}
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
