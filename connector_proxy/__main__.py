@@ -1,4 +1,4 @@
-"""``python -m connector_proxy`` runs the embedded proxy: the REST shim and the gRPC server in one
+"""``spiff-connector-proxy`` (or ``python -m connector_proxy``) runs the embedded proxy: the REST shim and the gRPC server in one
 process, local connectors called in-process and the gRPC servers of ``CONNECTOR_PROXY_GRPC_TARGETS``
 fronted. ``--grpc-only`` runs the gRPC server alone; ``--shim-only`` the REST shim alone, in front
 of ``CONNECTOR_PROXY_GRPC_TARGETS``; ``--worker`` job worker processes for the scale-out mode
@@ -12,27 +12,34 @@ import sys
 from connector_proxy._processes import run_embedded, run_grpc, run_shim
 from server.settings import Settings
 
-parser = argparse.ArgumentParser(prog="python -m connector_proxy", description=__doc__)
-mode = parser.add_mutually_exclusive_group()
-mode.add_argument("--grpc-only", action="store_true", help="serve gRPC only, without the REST shim")
-mode.add_argument(
-    "--shim-only", action="store_true", help="serve REST only, in front of CONNECTOR_PROXY_GRPC_TARGETS"
-)
-mode.add_argument("--worker", action="store_true", help="run job worker processes (broker mode)")
-args, rest = parser.parse_known_args()
-settings = Settings.from_env()
-if args.worker:
-    if settings.jobs_broker_url is None:
-        parser.exit(2, "set CONNECTOR_PROXY_JOBS_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)\n")
-    from taskiq.__main__ import main as taskiq_main
 
-    sys.argv = ["taskiq", "worker", "connector_proxy.worker:broker", *rest]
-    taskiq_main()
-elif rest:
-    parser.error(f"unrecognized arguments: {' '.join(rest)}")
-elif args.grpc_only:
-    run_grpc(settings)
-elif args.shim_only:
-    run_shim(settings)
-else:
-    run_embedded(settings)
+def main() -> None:
+    """The ``spiff-connector-proxy`` console script and ``python -m connector_proxy``."""
+    parser = argparse.ArgumentParser(prog="spiff-connector-proxy", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--grpc-only", action="store_true", help="serve gRPC only, without the REST shim")
+    mode.add_argument(
+        "--shim-only", action="store_true", help="serve REST only, in front of CONNECTOR_PROXY_GRPC_TARGETS"
+    )
+    mode.add_argument("--worker", action="store_true", help="run job worker processes (broker mode)")
+    args, rest = parser.parse_known_args()
+    settings = Settings.from_env()
+    if args.worker:
+        if settings.jobs_broker_url is None:
+            parser.exit(2, "set CONNECTOR_PROXY_JOBS_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)\n")
+        from taskiq.__main__ import main as taskiq_main
+
+        sys.argv = ["taskiq", "worker", "connector_proxy.worker:broker", *rest]
+        taskiq_main()
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    elif args.grpc_only:
+        run_grpc(settings)
+    elif args.shim_only:
+        run_shim(settings)
+    else:
+        run_embedded(settings)
+
+
+if __name__ == "__main__":
+    main()
