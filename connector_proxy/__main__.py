@@ -1,8 +1,9 @@
-"""``spiff-connector-proxy`` (or ``python -m connector_proxy``) runs the embedded proxy: the REST shim and the gRPC server in one
-process, local connectors called in-process and the gRPC servers of ``CONNECTOR_PROXY_GRPC_TARGETS``
-fronted. ``--grpc-only`` runs the gRPC server alone; ``--shim-only`` the REST shim alone, in front
-of ``CONNECTOR_PROXY_GRPC_TARGETS``; ``--worker`` job worker processes for the scale-out mode
-(taskiq's worker command, given any further options, e.g. ``--workers 4``)."""
+"""``spiff-connector-proxy`` (or ``python -m connector_proxy``) runs the embedded proxy: the REST
+shim and the gRPC server in one process, local connectors called in-process and the gRPC servers
+of ``CONNECTOR_PROXY_GRPC_TARGETS`` fronted. ``--grpc-only`` runs the gRPC server alone;
+``--shim-only`` the REST shim alone, in front of ``CONNECTOR_PROXY_GRPC_TARGETS``; ``--worker``
+job worker processes for the scale-out mode (taskiq's worker command, given any further options,
+e.g. ``--workers 4``)."""
 
 from __future__ import annotations
 

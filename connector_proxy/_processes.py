@@ -8,7 +8,9 @@ import contextlib
 import inspect
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Sequence
+from types import FrameType
 
 import grpc
 import uvicorn
@@ -25,6 +27,7 @@ from server.settings import Settings
 from server.upstreams import Federation, Upstream
 
 __all__ = [
+    "Drain",
     "build_proxy_app",
     "close_connectors",
     "configure_logging",
@@ -52,6 +55,31 @@ async def close_connectors(connectors: Sequence[Connector]) -> None:
             result = aclose()
             if inspect.isawaitable(result):
                 await result
+
+
+class Drain:
+    """How a process leaves: on SIGTERM it first drains for ``delay`` seconds (``/readiness``
+    503, gRPC health NOT_SERVING, calls still answered, so load balancers and watching proxies
+    stop sending new ones), then shuts down, giving in-flight calls the shutdown grace."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.draining = False
+        self._health: list[Health] = []
+
+    async def report_to(self, health: Health) -> None:
+        """Turns ``health`` NOT_SERVING when draining begins (at once if it has)."""
+        self._health.append(health)
+        if self.draining:
+            await health.drain()
+
+    async def begin(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        logger.info("draining: not ready for %g s, then shutting down", self.delay)
+        for health in self._health:
+            await health.drain()
 
 
 def federation_for(settings: Settings, connectors: Sequence[Connector]) -> Federation:
@@ -93,13 +121,28 @@ async def _serve_grpc(
 
 
 def build_proxy_app(
-    settings: Settings, connectors: Sequence[Connector], *, serve_grpc: bool = True
+    settings: Settings,
+    connectors: Sequence[Connector],
+    *,
+    serve_grpc: bool = True,
+    drain: Drain | None = None,
 ) -> Starlette:
     """The REST shim in front of ``connectors`` (called in-process) and the upstreams; with
     ``serve_grpc``, the gRPC server starts in its lifespan too (serving JobsService next to health).
-    The job runner (long-running commands) starts after them."""
+    The job runner (long-running commands) starts after them. ``/readiness`` fails while ``drain``
+    is draining, until every upstream was discovered once, and when the job store is unavailable."""
     federation = federation_for(settings, connectors)
     jobs = job_backend(settings)
+    drain = drain if drain is not None else Drain(settings.drain_delay)
+
+    def readiness_problems() -> list[str]:
+        problems = ["draining: the process is shutting down"] if drain.draining else []
+        # Discovered once is enough: an upstream's later outage is answered 503 for its commands
+        # alone, and every replica would share it, so no replica is better to send calls to.
+        waiting = [upstream.name for upstream in federation.upstreams if upstream.last_discovery is None]
+        if waiting:
+            problems.append(f"upstream(s) not discovered yet: {', '.join(waiting)}")
+        return problems
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -115,6 +158,7 @@ def build_proxy_app(
             server, _ = await _serve_grpc(
                 settings, connectors, federation, services=[jobs_service(jobs)], health=health
             )
+            await drain.report_to(health)
         try:
             yield
         finally:
@@ -134,6 +178,7 @@ def build_proxy_app(
         lifespan=lifespan,
         jobs=jobs,
         upstreams=federation.describe,
+        readiness=readiness_problems,
     )
 
     def serve(services: Sequence[descriptor.ServiceDescriptor]) -> None:
@@ -153,7 +198,33 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def run_uvicorn(app: Starlette, settings: Settings) -> None:
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining for ``drain.delay`` seconds after the first SIGTERM or SIGINT
+    before its usual graceful shutdown; a second signal ends the drain at once."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._signal: int | None = None
+        self._drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain.delay <= 0 or self._signal is not None:
+            super().handle_exit(sig, frame)
+            return
+        self._signal = sig  # runs in a signal handler: the next tick begins the drain
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._signal is not None and not self.should_exit:
+            if self._drain_until is None:
+                self._drain_until = time.monotonic() + self._drain.delay
+                await self._drain.begin()
+            if time.monotonic() >= self._drain_until:
+                super().handle_exit(self._signal, None)
+        return await super().on_tick(counter)
+
+
+def run_uvicorn(app: Starlette, settings: Settings, drain: Drain | None = None) -> None:
     """Serves ``app`` until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
 
     uvicorn re-raises the signal that stopped it once its shutdown is complete; under the
@@ -174,7 +245,7 @@ def run_uvicorn(app: Starlette, settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
-    uvicorn.Server(config).run()
+    _DrainingServer(config, drain if drain is not None else Drain(settings.drain_delay)).run()
 
 
 def run_embedded(settings: Settings) -> None:
@@ -183,7 +254,8 @@ def run_embedded(settings: Settings) -> None:
     configure_logging(settings.log_level)
     connectors = discover(settings.connector_packages)
     logger.info("hosting %s", ", ".join(c.name for c in connectors))
-    run_uvicorn(build_proxy_app(settings, connectors), settings)
+    drain = Drain(settings.drain_delay)
+    run_uvicorn(build_proxy_app(settings, connectors, drain=drain), settings, drain)
 
 
 def run_shim(settings: Settings) -> None:
@@ -192,7 +264,8 @@ def run_shim(settings: Settings) -> None:
     if not settings.upstreams:
         msg = "set CONNECTOR_PROXY_GRPC_TARGETS to the gRPC server(s) to front, e.g. 127.0.0.1:50051"
         raise SystemExit(msg)
-    run_uvicorn(build_proxy_app(settings, [], serve_grpc=False), settings)
+    drain = Drain(settings.drain_delay)
+    run_uvicorn(build_proxy_app(settings, [], serve_grpc=False, drain=drain), settings, drain)
 
 
 async def _grpc_only(settings: Settings) -> None:
@@ -207,8 +280,13 @@ async def _grpc_only(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     logger.info("gRPC server ready on %s:%d", settings.host, port)
     await stop.wait()
-    logger.info("shutting down; in-flight calls get %.0f s", settings.shutdown_grace)
     await health.drain()
+    if settings.drain_delay > 0:
+        logger.info("draining: NOT_SERVING for %g s, then shutting down", settings.drain_delay)
+        stop.clear()  # a second signal ends the drain at once
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.drain_delay)
+    logger.info("shutting down; in-flight calls get %.0f s", settings.shutdown_grace)
     await server.stop(settings.shutdown_grace)
     await federation.close(settings.shutdown_grace)
     await close_connectors(connectors)

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 TASK_NAME = "spiff_connector_proxy.run_job"
 _PURGE_EVERY = 3600.0
+_READINESS_TIMEOUT = 2.0  # seconds Redis may take to answer the readiness check
 
 
 def taskiq_broker(url: str, namespace: str, *, prefetch: int) -> AsyncBroker:
@@ -193,6 +194,20 @@ class BrokerJobs:
                 await self._purge()
             except _redis_errors():
                 logger.exception("could not delete old jobs")
+
+    async def readiness_problem(self) -> str | None:
+        if self._store is None or self._broker is None:
+            return "the job broker is not connected"
+        connection = getattr(self._broker, "write_conn", None)
+        if connection is not None and not connection.connected.is_set():
+            return "RabbitMQ is not connected (reconnecting)"
+        try:
+            await asyncio.wait_for(self._store.redis.ping(), _READINESS_TIMEOUT)
+        except TimeoutError:
+            return f"Redis did not answer within {_READINESS_TIMEOUT:g} s"
+        except _redis_errors() as exc:
+            return f"Redis cannot be reached: {type(exc).__name__}"
+        return None
 
     def callback_problem(self, url: str) -> str | None:
         return self.delivery.problem(url)

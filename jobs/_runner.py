@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _IDLE_POLL = 5.0  # seconds a worker sleeps when no job is queued, unless woken by a submission
 _PURGE_EVERY = 3600.0
+_READINESS_TIMEOUT = 2.0  # seconds the store may take to answer the readiness check
 
 
 class EmbeddedJobs:
@@ -149,6 +151,17 @@ class EmbeddedJobs:
             await self.store.close()
 
     # -- the backend interface ---------------------------------------------------------------
+
+    async def readiness_problem(self) -> str | None:
+        if self._stopping or not self._worker_tasks:
+            return "the job runner is not running"
+        try:
+            await asyncio.wait_for(self.store.call(self.store.ping), _READINESS_TIMEOUT)
+        except TimeoutError:
+            return f"the job store did not answer within {_READINESS_TIMEOUT:g} s"
+        except (sqlite3.Error, RuntimeError) as exc:
+            return f"the job store cannot be read: {exc}"
+        return None
 
     def callback_problem(self, url: str) -> str | None:
         return self.delivery.problem(url)

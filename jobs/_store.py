@@ -184,6 +184,10 @@ class JobStore:
             self._db.close()
             self._db = None
 
+    def ping(self) -> None:
+        """Reads from the database (the readiness check)."""
+        self.db.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+
     def submit(self, job: NewJob) -> Submitted:
         db = self.db
         now = time.time()

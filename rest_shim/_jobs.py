@@ -120,6 +120,11 @@ class JobBackend(Protocol):
 
     async def close(self) -> None: ...
 
+    async def readiness_problem(self) -> str | None:
+        """Why the backend could not take a job now (its store closed or not answering, its
+        broker disconnected), or None; asked by ``/readiness``, so it answers within seconds."""
+        ...
+
     def callback_problem(self, url: str) -> str | None:
         """Why the backend would not deliver to ``url`` (checked before accepting), or None."""
         ...

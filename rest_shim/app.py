@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 API_KEY_HEADER = "spiff-connector-proxy-api-key"
 _UNAUTHORIZED = b'{"error":"Unauthorized"}'
 _LIVE = b'{"ok":true}'
+_READY = b'{"ready":true}'
 _DEFAULT_JOB_LIMIT = 100
 _MAX_JOB_LIMIT = 1000
 
@@ -65,8 +66,10 @@ class ProxyEndpoints:
         jobs: JobBackend | None = None,
         path_prefix: str = "",
         upstreams: Callable[[], list[dict[str, Any]]] | None = None,
+        readiness: Callable[[], list[str]] | None = None,
     ) -> None:
         self.jobs = jobs
+        self.readiness_problems = readiness
         self.path_prefix = path_prefix
         self.upstreams_view = upstreams
         self.replace_catalogue(catalogue)
@@ -99,6 +102,20 @@ class ProxyEndpoints:
 
     async def liveness(self, request: Request) -> Response:
         return _JSONResponse(_LIVE)
+
+    async def readiness(self, request: Request) -> Response:
+        """``GET /readiness``: 200 while this process should get traffic; 503 naming each reason
+        when it should not (draining, upstreams not yet discovered, job store unavailable). No
+        API key, like liveness: probes carry none."""
+        problems = list(self.readiness_problems()) if self.readiness_problems is not None else []
+        if self.jobs is not None:
+            problem = await self.jobs.readiness_problem()
+            if problem is not None:
+                problems.append(problem)
+        if not problems:
+            return _JSONResponse(_READY)
+        message = "Not ready: " + "; ".join(problems)
+        return _reply(503, {"ready": False, "problems": problems, **_plain_error("NotReady", message)})
 
     async def commands(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -383,14 +400,16 @@ def create_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     jobs: JobBackend | None = None,
     upstreams: Callable[[], list[dict[str, Any]]] | None = None,
+    readiness: Callable[[], list[str]] | None = None,
 ) -> Starlette:
     """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}``,
-    ``/v1/jobs``, ``/openapi.json`` and liveness.
+    ``/v1/jobs``, ``/openapi.json``, liveness and readiness.
 
     Args:
         catalogue: the commands, built from descriptors.
         invoker: how commands run (in-process, over a channel, or both).
-        api_key: when set, required in ``Spiff-Connector-Proxy-Api-Key`` except on liveness.
+        api_key: when set, required in ``Spiff-Connector-Proxy-Api-Key`` except on liveness
+            and readiness.
         command_timeout: the deadline of each command, below spiff-arena's 45 s.
         max_body_bytes: larger ``/v1/do`` bodies get 413.
         path_prefix: serve everything under this prefix (e.g. ``/standard``).
@@ -399,6 +418,8 @@ def create_app(
             ``proxy__async``); started after ``lifespan`` has entered and closed before it exits.
             Without one, such calls answer 501 ``AsyncUnavailable``.
         upstreams: what ``GET /v1/upstreams`` shows (the gRPC servers fronted); ``[]`` without.
+        readiness: why this process should get no traffic now (e.g. draining), asked by
+            ``GET /readiness`` with the job backend's own check; ready when both say nothing.
 
     The catalogue can be replaced while the app runs: :func:`replace_catalogue`.
     """
@@ -414,6 +435,7 @@ def create_app(
         jobs=jobs,
         path_prefix=path_prefix,
         upstreams=upstreams,
+        readiness=readiness,
     )
     if jobs is not None:
         lifespan = _with_jobs(lifespan, jobs, endpoints)
@@ -430,6 +452,7 @@ def create_app(
         Route("/v1/typeahead/{category}", endpoints.typeahead),
         Route("/liveness", endpoints.liveness),
         Route("/v1/liveness", endpoints.liveness),
+        Route("/readiness", endpoints.readiness),
     ]
     if path_prefix:
         routes = [Mount(path_prefix, routes=list(routes))]

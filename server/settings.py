@@ -81,6 +81,9 @@ class Settings:
     grpc_tls_key_file: str | None = None
     grpc_tls_client_ca_file: str | None = None
     shutdown_grace: float = 30.0
+    # Seconds between SIGTERM and the shutdown: readiness and gRPC health say "not serving" while
+    # calls are still answered, so load balancers stop sending new ones first.
+    drain_delay: float = 0.0
     log_level: str = "INFO"
     # Long-running commands (README "Long-running commands").
     jobs_db: str = "connector-proxy-jobs.sqlite3"
@@ -176,6 +179,7 @@ class Settings:
             ),
             **_grpc_tls(env),
             shutdown_grace=grace,
+            drain_delay=_seconds(env, "CONNECTOR_PROXY_DRAIN_DELAY", cls.drain_delay, allow_zero=True),
             log_level=env.get("CONNECTOR_PROXY_LOG_LEVEL", cls.log_level).upper(),
             jobs_db=env.get("CONNECTOR_PROXY_JOBS_DB", "") or cls.jobs_db,
             job_workers=_int(env, "CONNECTOR_PROXY_JOB_WORKERS", cls.job_workers, 1, 256),

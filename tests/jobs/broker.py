@@ -106,6 +106,9 @@ class InProcessBroker:
         await self.shim.close()
         await drop_namespace(self.namespace)
 
+    async def readiness_problem(self) -> str | None:
+        return await self.shim.readiness_problem()
+
     def callback_problem(self, url: str) -> str | None:
         return self.shim.callback_problem(url)
 

@@ -117,3 +117,22 @@ async def test_a_redis_outage_mid_job_answers_503_and_loses_nothing(
         listed = (await client.get("/v1/jobs")).json()
         assert [j["id"] for j in listed["jobs"]] == [job_id]  # the refused call left nothing
     assert len(spiff.calls) == 1
+
+
+async def test_readiness_follows_redis(make_app, make_jobs, private_redis):
+    jobs = make_jobs(redis_url=private_redis.url)
+    async with running(make_app(jobs=jobs)) as client:
+        assert (await client.get("/readiness")).status_code == 200
+        private_redis.stop()
+        started = time.monotonic()
+        response = await client.get("/readiness")
+        assert time.monotonic() - started < 2.5  # within the check's own timeout
+        assert response.status_code == 503
+        (problem,) = response.json()["problems"]
+        assert problem.startswith("Redis ")
+        assert "redis://" not in response.text  # the URL may carry a password
+        private_redis.start()
+        deadline = time.monotonic() + 15
+        while (await client.get("/readiness")).status_code != 200:
+            assert time.monotonic() < deadline, "still not ready after Redis came back"
+            await anyio.sleep(0.2)

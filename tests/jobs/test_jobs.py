@@ -5,12 +5,14 @@ for asynchronous execution of any command."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import anyio
 import jsonschema
 import pytest
 
+from jobs import EmbeddedJobs
 from tests.conftest import client_for
 from tests.jobs.conftest import (
     CALLBACK_KEY,
@@ -459,3 +461,38 @@ async def test_commands_mark_long_running_ones(jobs_proxy):
     assert "long_running" not in commands["example/Example"]
     assert [p["id"] for p in commands["example/Delay"]["parameters"]] == ["seconds", "message"]
     assert not any(c.startswith(("jobs/", "proxy/")) for c in commands)
+
+
+async def test_readiness_asks_the_job_backend(jobs_proxy):
+    response = await jobs_proxy.get("/readiness")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"ready": True}
+
+
+async def test_a_job_store_that_does_not_answer_makes_the_proxy_unready(make_app, make_jobs, backend):
+    if backend != "embedded":
+        pytest.skip("the embedded store's thread; the broker's Redis outage is in test_broker_outages")
+    jobs = make_jobs()
+    assert isinstance(jobs, EmbeddedJobs)
+    async with running(make_app(jobs=jobs)) as client:
+        # The store's one thread is held (as by a stuck disk): readiness answers in its 2 s.
+        held = anyio.Event()
+
+        async def hold() -> None:
+            await jobs.store.call(time.sleep, 3)
+            held.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            await anyio.sleep(0.05)
+            started = time.monotonic()
+            response = await client.get("/readiness")
+            assert time.monotonic() - started < 2.5
+            assert response.status_code == 503
+            body = response.json()
+            assert body["ready"] is False
+            assert body["error"]["error_code"] == "NotReady"
+            assert body["problems"] == ["the job store did not answer within 2 s"]
+            await held.wait()
+        assert (await client.get("/readiness")).status_code == 200
+    assert await jobs.readiness_problem() == "the job runner is not running"
