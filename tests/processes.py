@@ -22,12 +22,20 @@ EXIT_SECONDS = 5
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Runs ``python <args>`` from the project root; kills it if the test leaves it running."""
+def process(
+    args: list[str],
+    env: dict[str, str],
+    log: pathlib.Path,
+    *,
+    program: str = sys.executable,
+    cwd: pathlib.Path = ROOT,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Runs ``program <args>`` (this Python by default) in ``cwd`` (the project root by default);
+    kills it if the test leaves it running."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
+            [program, *args],
+            cwd=cwd,
             env={
                 **os.environ,
                 "CONNECTOR_PROXY_SHUTDOWN_GRACE": "2",
