@@ -59,7 +59,12 @@ def test_the_wheel_carries_the_generated_code_and_no_tests(wheel):
         "spiff/connector/v1/options_pb2.py",
     ):
         assert generated in names
-    for package in ("server/__init__.py", "rest_shim/__init__.py", "jobs/__init__.py", "connectors/http/__init__.py"):
+    for package in (
+        "server/__init__.py",
+        "rest_shim/__init__.py",
+        "jobs/__init__.py",
+        "connectors/http/__init__.py",
+    ):
         assert package in names
     assert "connector_proxy/__main__.py" in names
     assert not [name for name in names if name.startswith(("tests/", "bench/", "protos/"))]
