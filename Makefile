@@ -76,6 +76,21 @@ build-node: $(NODE_BUILT)
 serve-node: $(NODE_BUILT)
 	node $(NODE_DIR)/dist/server.js
 
+## Container images, from the repository root: the proxy (Dockerfile) and the Node.js connector
+## server (connectors-node/Dockerfile). podman when installed, else docker; podman builds in the
+## docker format, whose HEALTHCHECK the OCI format would drop. IMAGE_BUILD_FLAGS adds build options.
+CONTAINER_TOOL ?= $(if $(shell command -v podman 2>/dev/null),podman,docker)
+IMAGE_FORMAT := $(if $(filter podman%,$(notdir $(CONTAINER_TOOL))),--format docker)
+IMAGE_BUILD_FLAGS ?=
+
+.PHONY: image image-node
+
+image:
+	$(CONTAINER_TOOL) build $(IMAGE_FORMAT) $(IMAGE_BUILD_FLAGS) -f Dockerfile -t spiff-connector-proxy:latest .
+
+image-node:
+	$(CONTAINER_TOOL) build $(IMAGE_FORMAT) $(IMAGE_BUILD_FLAGS) -f connectors-node/Dockerfile -t spiff-connector-node:latest .
+
 ## Regenerate the connector reference, docs/connectors.md, from the protos.
 docs: $(STAMP)
 	$(BIN)/python -m connector_proxy.reference

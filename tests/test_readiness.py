@@ -12,6 +12,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from connector_proxy.probe import probe
 from tests.ports import free_port
 from tests.processes import EXIT_SECONDS, process, wait_for_grpc, wait_for_http
 
@@ -121,6 +122,12 @@ def test_not_ready_until_every_upstream_was_discovered(tmp_path):
         waiting = httpx.get(f"{base_url}/readiness", timeout=2)
         assert waiting.status_code == 503
         assert waiting.json()["problems"] == ["upstream(s) not discovered yet: later"]
+        # The image's health check says the same.
+        problem = probe(["spiff-connector-proxy"], {"CONNECTOR_PROXY_PORT": str(port)})
+        assert problem is not None
+        assert "503" in problem
+        assert "not discovered yet" in problem
+        assert probe(["spiff-connector-proxy", "--worker"], {}) is None
         assert example(base_url).status_code == 200  # local commands are served meanwhile
 
         upstream_env = {
@@ -133,6 +140,12 @@ def test_not_ready_until_every_upstream_was_discovered(tmp_path):
                 assert time.monotonic() < deadline, f"{ready.text}\n{log.read_text()}"
                 time.sleep(0.2)
             assert ready.json() == {"ready": True}
+            assert probe(["spiff-connector-proxy"], {"CONNECTOR_PROXY_PORT": str(port)}) is None
+            grpc_only = ["spiff-connector-proxy", "--grpc-only"]
+            assert probe(grpc_only, {"CONNECTOR_PROXY_GRPC_PORT": str(upstream_port)}) is None
+        gone = probe(grpc_only, {"CONNECTOR_PROXY_GRPC_PORT": str(upstream_port)})
+        assert gone is not None
+        assert "UNAVAILABLE" in gone
         # Discovered once is enough: its outage is answered 503 for its own commands, and every
         # replica shares it, so readiness would only take the local commands away too.
         time.sleep(0.5)
