@@ -469,9 +469,8 @@ async def test_readiness_asks_the_job_backend(jobs_proxy):
     assert response.json() == {"ready": True}
 
 
+@pytest.mark.parametrize("backend", ["embedded"])  # its store's thread; Redis: test_broker_outages
 async def test_a_job_store_that_does_not_answer_makes_the_proxy_unready(make_app, make_jobs, backend):
-    if backend != "embedded":
-        pytest.skip("the embedded store's thread; the broker's Redis outage is in test_broker_outages")
     jobs = make_jobs()
     assert isinstance(jobs, EmbeddedJobs)
     async with running(make_app(jobs=jobs)) as client:
