@@ -543,6 +543,46 @@ def test_the_kustomizations_render_what_they_say(rendered: Rendered) -> None:
         assert not rendered.of_kind("PersistentVolumeClaim")
     assert pdbs == deployments
     assert {s["metadata"]["name"] for s in rendered.of_kind("Service")} == {PROXY, NODE}
+    assert {n["metadata"]["name"] for n in rendered.of_kind("NetworkPolicy")} == {NODE}
+
+
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (matchLabels and the In/NotIn/Exists expressions) matches ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def test_only_the_proxy_and_its_workers_may_call_the_node_server(rendered: Rendered) -> None:
+    policy = rendered.named("NetworkPolicy", NODE)["spec"]
+    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in rendered.of_kind("Deployment")}
+    selected = {
+        name for name, pod in pods.items() if _selects(policy["podSelector"], pod["metadata"]["labels"])
+    }
+    assert selected == {NODE}
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    allowed = {
+        name
+        for name, pod in pods.items()
+        if any(_selects(peer["podSelector"], pod["metadata"]["labels"]) for peer in rule["from"])
+    }
+    callers = {PROXY, "connector-proxy-worker"} & set(pods)
+    assert allowed == callers
+    (port,) = rule["ports"]
+    (node_container,) = pods[NODE]["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in node_container["ports"]}
+    assert named[port["port"]] == 50052
 
 
 def _image_user(dockerfile: Path) -> int:
