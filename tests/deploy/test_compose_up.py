@@ -91,6 +91,13 @@ def compose_up(tool: ContainerTool, images: tuple[str, str]) -> Iterator[tuple[C
         yield compose, port, grpc_port
     finally:
         compose.run("down", "--volumes", "--timeout", "10")
+        # down leaves the project's network behind when up failed half-way.
+        subprocess.run(
+            ["podman", "network", "rm", "--force", f"{compose.project}_default"],
+            env=compose.env,
+            capture_output=True,
+            check=False,
+        )
 
 
 def test_the_proxy_and_the_node_server_come_up_from_compose(compose_up):
