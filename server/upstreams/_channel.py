@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 
 from server.security import read_pem
@@ -16,7 +18,17 @@ __all__ = ["open_channel"]
 _RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A lost server makes the channel resolve the name again: learn of its replacement within a
+    # second, not gRPC's default 30 s.
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
 ]
+
+# A target that resolves to several addresses (a DNS name with several records, such as a
+# Kubernetes headless Service, or ipv4:a:p,b:q) is several servers of one schema: calls go round
+# robin over the connected ones. Not the channel's own health checking as well: its health
+# watches could not carry the upstream's metadata (credentials included), which every call does.
+# A draining server still serves; once it closes its connection, it gets no more calls.
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def credentials(config: UpstreamConfig) -> grpc.ChannelCredentials | None:
@@ -40,7 +52,11 @@ def open_channel(config: UpstreamConfig, *, max_message_bytes: int, keepalive: f
     ``keepalive`` seconds between HTTP/2 pings on an idle connection (0: none): a connection that
     stops answering is noticed and replaced, instead of holding calls until their deadline.
     """
-    options: list[tuple[str, int | str]] = [*grpc_options(max_message_bytes), *_RECONNECT_OPTIONS]
+    options: list[tuple[str, int | str]] = [
+        *grpc_options(max_message_bytes),
+        *_RECONNECT_OPTIONS,
+        ("grpc.service_config", _SERVICE_CONFIG),
+    ]
     if keepalive > 0:
         options += [
             ("grpc.keepalive_time_ms", int(keepalive * 1000)),

@@ -37,6 +37,12 @@ UNAVAILABLE_ERROR_CODE = "ConnectorUnavailable"
 _FIRST_RETRY = 0.2  # seconds before the first reconnection attempt; doubles up to _LAST_RETRY
 _LAST_RETRY = 5.0
 _DISCOVERY_TIMEOUT = 10.0
+# When the watched server stops serving, the channel may route to another of the target's servers
+# (several addresses, round robin among those serving): asked this many times, this far apart, as
+# the channel learns of the change a moment after the watch does.
+_ELSEWHERE_ATTEMPTS = 3
+_ELSEWHERE_PAUSE = 0.05
+_CHECK_TIMEOUT = 1.0
 
 
 class UpstreamState(enum.StrEnum):
@@ -185,12 +191,24 @@ class Upstream:
 
     async def _follow(self) -> None:
         """Returns never; raises when the server goes away. Rediscovers when woken (its health
-        turned SERVING again) and every discovery interval."""
+        turned SERVING again) and every discovery interval. When the watched server stops
+        serving but the target still serves (another of its servers), follows it there."""
+        while True:
+            reason = await self._follow_watch()
+            if not await self._served_elsewhere():
+                raise DiscoveryError(reason)
+            logger.info("upstream %s: %s; the target still serves, following it there", self.name, reason)
+            # Another of its servers, or the same one restarted, maybe with another schema.
+            await self._discover()
+
+    async def _follow_watch(self) -> str:
+        """Follows one health Watch; returns why it stopped following it (the stream ended or
+        failed, or its server stopped serving). A failed rediscovery raises."""
         assert self._channel is not None  # noqa: S101 - set by start()
         watch = health_pb2_grpc.HealthStub(self._channel).Watch(
             health_pb2.HealthCheckRequest(service=""), metadata=self._metadata
         )
-        reader: asyncio.Future[Any] = asyncio.ensure_future(self._statuses(watch))
+        reader: asyncio.Future[str] = asyncio.ensure_future(self._statuses(watch))
         woken: asyncio.Future[Any] = reader
         try:
             while True:
@@ -201,9 +219,10 @@ class Upstream:
                 )
                 woken.cancel()
                 if reader in done:
-                    reader.result()  # raises the reason the stream ended
-                    msg = "the server ended its health watch"
-                    raise DiscoveryError(msg)
+                    try:
+                        return reader.result()
+                    except grpc.aio.AioRpcError as exc:
+                        return describe_rpc_error(exc)
                 await self._discover()
         finally:
             watch.cancel()
@@ -213,21 +232,45 @@ class Upstream:
                     with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                         await task
 
-    async def _statuses(self, watch: Any) -> None:
+    async def _statuses(self, watch: Any) -> str:
+        """Reads one Watch: SERVING wakes a rediscovery when the upstream was down; another status
+        marks it down, unless another of the target's servers serves (then returns, to watch that
+        one). Returns when the stream ends."""
         try:
             async for response in watch:
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
                     if self.state is not UpstreamState.READY:
                         self._wake.set()
-                else:
-                    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-                    self._lost(f"its health status is {status}")
+                    continue
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+                if self.state is UpstreamState.READY and await self._served_elsewhere():
+                    return f"one of its servers is {status}"
+                self._lost(f"its health status is {status}")
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             # No health service: periodic discovery and failed calls notice an outage instead.
             logger.info("upstream %s offers no health Watch; it is polled instead", self.name)
             await asyncio.Event().wait()
+        return "the server ended its health watch"
+
+    async def _served_elsewhere(self) -> bool:
+        """Whether a health Check through the channel, which routes to a server still serving if
+        the target has one, answers SERVING."""
+        assert self._channel is not None  # noqa: S101 - set by start()
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        for attempt in range(_ELSEWHERE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(_ELSEWHERE_PAUSE)
+            try:
+                answer = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=""), metadata=self._metadata, timeout=_CHECK_TIMEOUT
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+        return False
 
     def _lost(self, reason: str) -> None:
         if self.state is not UpstreamState.UNAVAILABLE or reason != self.last_error:

@@ -741,6 +741,15 @@ def test_the_node_server_serves_what_its_probes_expect(rendered: Rendered) -> No
     assert "CONNECTOR_PROXY_API_KEY" in env
 
 
+def test_the_node_server_is_reached_on_every_pod(rendered: Rendered) -> None:
+    """Headless: the proxy's channel resolves every ready Node.js pod and spreads calls over them."""
+    service = rendered.named("Service", NODE)["spec"]
+    assert service["clusterIP"] == "None"
+    assert service.get("publishNotReadyAddresses", False) is False
+    targets = container_env(rendered, _container(rendered, PROXY)[1])["CONNECTOR_PROXY_GRPC_TARGETS"]
+    assert f"{NODE}:50052" in targets
+
+
 def test_services_select_pods_and_their_ports(rendered: Rendered) -> None:
     for service in rendered.of_kind("Service"):
         selector = service["spec"]["selector"]
