@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import signal
@@ -17,11 +18,13 @@ import uvicorn
 from google.protobuf import descriptor
 from starlette.applications import Starlette
 
+from connector_proxy._metrics_port import serving_metrics
 from jobs import job_backend, jobs_service
-from rest_shim import Catalogue, create_app, replace_catalogue
+from rest_shim import Catalogue, create_app, metrics_exposition, replace_catalogue
 from server._registry import Connector, discover
 from server.app import ExtraService, create_server
 from server.health import Health
+from server.metrics import exposition
 from server.security import server_credentials
 from server.settings import Settings
 from server.upstreams import Federation, Upstream
@@ -160,7 +163,13 @@ def build_proxy_app(
             )
             await drain.report_to(health)
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.metrics_port is not None:
+                    exposition = functools.partial(metrics_exposition, app)
+                    await stack.enter_async_context(
+                        serving_metrics(settings.host, settings.metrics_port, exposition)
+                    )
+                yield
         finally:
             if server is not None:
                 await health.drain()
@@ -274,6 +283,23 @@ async def _grpc_only(settings: Settings) -> None:
     await federation.start(wait=_FIRST_DISCOVERY_WAIT)
     health = Health()
     server, port = await _serve_grpc(settings, connectors, federation, health=health)
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.metrics_port is not None:
+            await stack.enter_async_context(
+                serving_metrics(settings.host, settings.metrics_port, _exposition)
+            )
+        await _serve_until_stopped(settings, server, port, health)
+    await federation.close(settings.shutdown_grace)
+    await close_connectors(connectors)
+
+
+async def _exposition(accept: str | None) -> tuple[bytes, str]:
+    return exposition(accept)
+
+
+async def _serve_until_stopped(
+    settings: Settings, server: grpc.aio.Server, port: int, health: Health
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -288,8 +314,6 @@ async def _grpc_only(settings: Settings) -> None:
             await asyncio.wait_for(stop.wait(), settings.drain_delay)
     logger.info("shutting down; in-flight calls get %.0f s", settings.shutdown_grace)
     await server.stop(settings.shutdown_grace)
-    await federation.close(settings.shutdown_grace)
-    await close_connectors(connectors)
 
 
 def run_grpc(settings: Settings) -> None:

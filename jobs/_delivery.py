@@ -26,11 +26,14 @@ import json
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+
+from jobs._metrics import CALLBACK_ATTEMPTS, CALLBACK_SECONDS
 
 __all__ = ["CallbackDelivery", "Outcome", "OutcomeKind"]
 
@@ -167,6 +170,13 @@ class CallbackDelivery:
 
     async def send(self, url: str, body: bytes) -> Outcome:
         """One ``PUT`` of ``body`` to the target of ``url``, classified (see the module doc)."""
+        started = time.perf_counter()
+        outcome = await self._send(url, body)
+        CALLBACK_SECONDS.observe(time.perf_counter() - started)
+        CALLBACK_ATTEMPTS.labels(outcome.kind.value).inc()
+        return outcome
+
+    async def _send(self, url: str, body: bytes) -> Outcome:
         if self._session is None:
             msg = "CallbackDelivery.start() was not called"
             raise RuntimeError(msg)

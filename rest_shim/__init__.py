@@ -19,7 +19,7 @@ from rest_shim._jobs import (
     Submitted,
 )
 from rest_shim._proxy_options import PROXY_PREFIX, ProxyOptions, prefers_async, split_proxy_options
-from rest_shim.app import create_app, replace_catalogue
+from rest_shim.app import create_app, metrics_exposition, replace_catalogue
 
 __all__ = [
     "PROXY_PREFIX",
@@ -34,6 +34,7 @@ __all__ = [
     "ProxyOptions",
     "Submitted",
     "create_app",
+    "metrics_exposition",
     "prefers_async",
     "replace_catalogue",
     "split_proxy_options",

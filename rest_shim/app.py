@@ -5,8 +5,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from rest_shim import _metrics
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._jobs import CannotRedeliver, JobBackend, JobState, JobsUnavailable, NewJob
 from rest_shim._openapi import openapi_document
@@ -23,8 +25,9 @@ from rest_shim._reply import render_reply
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
 from server import json_values
 from server.invocation import Invoker
+from server.metrics import exposition
 
-__all__ = ["API_KEY_HEADER", "create_app", "replace_catalogue"]
+__all__ = ["API_KEY_HEADER", "create_app", "metrics_exposition", "replace_catalogue"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,14 @@ _MAX_JOB_LIMIT = 1000
 
 class _JSONResponse(Response):
     media_type = "application/json"
+    error_code = ""  # the envelope's, for the metrics
+
+
+class _Unauthorized(_JSONResponse):
+    error_code = "Unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__(_UNAUTHORIZED, status_code=401)
 
 
 def _dumps(value: Any) -> bytes:
@@ -45,7 +56,11 @@ def _dumps(value: Any) -> bytes:
 
 
 def _reply(status: int, payload: dict[str, Any]) -> Response:
-    return _JSONResponse(_dumps(payload), status_code=status)
+    response = _JSONResponse(_dumps(payload), status_code=status)
+    error = payload.get("error")
+    if isinstance(error, dict):
+        response.error_code = str(error.get("error_code", ""))
+    return response
 
 
 class _TooLarge(Exception):
@@ -95,7 +110,7 @@ class ProxyEndpoints:
         """The job backend for a ``/v1/jobs`` call, or its refusal: 401 without the API key, 404
         when this proxy runs no jobs."""
         if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+            return _Unauthorized()
         if self.jobs is None:
             return _reply(404, _plain_error("NotFound", "This proxy runs no jobs."))
         return self.jobs
@@ -119,23 +134,23 @@ class ProxyEndpoints:
 
     async def commands(self, request: Request) -> Response:
         if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+            return _Unauthorized()
         return _JSONResponse(self.catalogue.commands_body)
 
     async def openapi(self, request: Request) -> Response:
         if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+            return _Unauthorized()
         return _JSONResponse(self.openapi_body)
 
     async def auths(self, request: Request) -> Response:
         if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+            return _Unauthorized()
         return _JSONResponse(self.catalogue.auths_body)
 
     async def upstreams(self, request: Request) -> Response:
         """``GET /v1/upstreams``: each gRPC server fronted, its state and its commands."""
         if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+            return _Unauthorized()
         view = self.upstreams_view() if self.upstreams_view is not None else []
         return _reply(200, {"upstreams": view})
 
@@ -185,11 +200,50 @@ class ProxyEndpoints:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def do(self, request: Request) -> Response:
+        started = time.perf_counter()
+        _metrics.command_started()
+        spec = self.catalogue.find(request.path_params["connector"], request.path_params["command"])
+        try:
+            response = await self._do(request, spec)
+        except BaseException:
+            _metrics.command_crashed(spec.id if spec is not None else "unknown")
+            raise
+        _metrics.command_answered(
+            spec.id if spec is not None else "unknown",
+            response.status_code,
+            getattr(response, "error_code", ""),
+            time.perf_counter() - started,
+        )
+        return response
+
+    async def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus' text format, API-key protected like the rest; the key may
+        also come as ``Authorization: Bearer <key>``, which Prometheus' scrape configs send."""
+        if not (self._authorized(request) or self._bearer_authorized(request)):
+            return _Unauthorized()
+        body, content_type = await self.metrics_exposition(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
+
+    def _bearer_authorized(self, request: Request) -> bool:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if self.api_key is None or scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(credentials.strip().encode(), self.api_key)
+
+    async def metrics_exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics, the jobs by state read now, in the format
+        ``accept`` asks for, and its content type."""
+        if self.jobs is not None:
+            # Unavailable: the gauge keeps its last values; readiness reports the outage.
+            with suppress(JobsUnavailable):
+                _metrics.job_counts(await self.jobs.counts())
+        return exposition(accept)
+
+    async def _do(self, request: Request, spec: CommandSpec | None) -> Response:
         if not self._authorized(request):
-            return _JSONResponse(_UNAUTHORIZED, status_code=401)
+            return _Unauthorized()
         connector = request.path_params["connector"]
         command = request.path_params["command"]
-        spec = self.catalogue.find(connector, command)
         if spec is None:
             return _reply(
                 404,
@@ -207,7 +261,9 @@ class ProxyEndpoints:
         except ClientDisconnect:
             # The caller hung up mid-body: nothing ran and nobody is left to answer; not an error.
             logger.info("client left during the body of %s/%s", connector, command)
-            return Response(status_code=499)
+            gone = _JSONResponse(b"", status_code=499)
+            gone.error_code = "ClientDisconnected"
+            return gone
         try:
             body = json_values.loads(raw) if raw.strip() else {}
         except (ValueError, UnicodeDecodeError) as exc:
@@ -249,7 +305,10 @@ class ProxyEndpoints:
             return await self._accept(spec, decoded.message.SerializeToString(), body, logs, prefer_async)
         reply = await self.invoker.invoke(spec.full_method, decoded.message, self.command_timeout)
         status, payload = render_reply(spec, reply, [*logs, *reply.logs])
-        return _JSONResponse(payload, status_code=status)
+        response = _JSONResponse(payload, status_code=status)
+        if reply.failure is not None:
+            response.error_code = reply.failure.error_code
+        return response
 
     async def _accept(
         self, spec: CommandSpec, request: bytes, body: dict[str, Any], logs: list[str], prefer_async: bool
@@ -358,8 +417,13 @@ def _plain_error(error_code: str, message: str) -> dict[str, Any]:
     return {"error": {"error_code": error_code, "message": message}}
 
 
+def _route_template(request: Request) -> str | None:
+    return getattr(request.scope.get("route"), "path", None)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    _metrics.request_answered(_route_template(request), request.method, exc.status_code)
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
     payload = {"error": {"error_code": code, "message": f"{request.method} {request.url.path}: {exc.detail}"}}
     return _JSONResponse(json.dumps(payload).encode(), status_code=exc.status_code, headers=exc.headers)
@@ -367,6 +431,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    _metrics.request_answered(_route_template(request), request.method, 500)
     payload = error_envelope(500, "Internal", "The proxy failed unexpectedly; its log has the details.")
     return _reply(500, payload)
 
@@ -441,18 +506,20 @@ def create_app(
         lifespan = _with_jobs(lifespan, jobs, endpoints)
     routes: Sequence[BaseRoute] = [
         # The hot route first: Starlette tries routes in order.
-        Route("/v1/do/{connector}/{command}", endpoints.do, methods=["POST"]),
-        Route("/v1/commands", endpoints.commands),
-        Route("/v1/auths", endpoints.auths),
-        Route("/v1/upstreams", endpoints.upstreams),
-        Route("/v1/jobs", endpoints.job_list),
-        Route("/v1/jobs/{job_id}", endpoints.job),
-        Route("/v1/jobs/{job_id}/redeliver", endpoints.job_redeliver, methods=["POST"]),
-        Route("/openapi.json", endpoints.openapi),
-        Route("/v1/typeahead/{category}", endpoints.typeahead),
-        Route("/liveness", endpoints.liveness),
-        Route("/v1/liveness", endpoints.liveness),
-        Route("/readiness", endpoints.readiness),
+        # Counted by its endpoint, with the command.
+        Route(_metrics.DO_ROUTE, endpoints.do, methods=["POST"]),
+        _route("/v1/commands", endpoints.commands),
+        _route("/v1/auths", endpoints.auths),
+        _route("/v1/upstreams", endpoints.upstreams),
+        _route("/v1/jobs", endpoints.job_list),
+        _route("/v1/jobs/{job_id}", endpoints.job),
+        _route("/v1/jobs/{job_id}/redeliver", endpoints.job_redeliver, methods=["POST"]),
+        _route("/openapi.json", endpoints.openapi),
+        _route("/v1/typeahead/{category}", endpoints.typeahead),
+        _route("/liveness", endpoints.liveness),
+        _route("/v1/liveness", endpoints.liveness),
+        _route("/readiness", endpoints.readiness),
+        _route("/metrics", endpoints.metrics),
     ]
     if path_prefix:
         routes = [Mount(path_prefix, routes=list(routes))]
@@ -463,6 +530,21 @@ def create_app(
     )
     app.state.endpoints = endpoints
     return app
+
+
+async def metrics_exposition(app: Starlette, accept: str | None = None) -> tuple[bytes, str]:
+    """What ``GET /metrics`` of an app made by :func:`create_app` answers, without its API key:
+    for a metrics port of its own (``CONNECTOR_PROXY_METRICS_PORT``). Returns the body and its
+    content type."""
+    endpoints: ProxyEndpoints = app.state.endpoints
+    return await endpoints.metrics_exposition(accept)
+
+
+def _route(
+    path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str] | None = None
+) -> Route:
+    """A route whose answers are counted under its template (``GET /metrics``)."""
+    return Route(path, _metrics.counting(path, endpoint), methods=methods)
 
 
 def replace_catalogue(app: Starlette, catalogue: Catalogue) -> None:

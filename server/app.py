@@ -17,6 +17,7 @@ from server._registry import Command, Connector
 from server.forwarding import UpstreamForwarder
 from server.health import Health
 from server.invocation import ServerContext, execute_within
+from server.metrics import MetricsInterceptor
 from server.security import ApiKeyInterceptor
 from server.upstreams import Federation
 from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY, grpc_options
@@ -105,7 +106,10 @@ async def create_server(
         The started server and the port it is bound to.
     """
     options = [("grpc.so_reuseport", 0), *_PING_POLICY, *grpc_options(max_message_bytes), *extra_options]
-    interceptors = [ApiKeyInterceptor(api_key)] if api_key is not None else []
+    # Counting first: refusals for want of the key are counted too.
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    if api_key is not None:
+        interceptors.append(ApiKeyInterceptor(api_key))
     server = grpc.aio.server(options=options, interceptors=interceptors)
     for connector in connectors:
         handlers = {command.method.name: _method_handler(command) for command in connector.commands}

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from server.metrics import upstream_call
 from server.upstreams import Federation, Upstream, UpstreamState
 from server.wire import API_KEY_METADATA, STATUS_DETAILS_KEY
 
@@ -33,6 +34,7 @@ def _trailers(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
 
 async def _unavailable(upstream: Upstream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     failure = upstream.unavailable()
+    upstream_call(upstream.name, failure.code)
     details = ((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),)
     await context.abort(failure.code, failure.message, details)
 
@@ -76,8 +78,10 @@ class UpstreamForwarder(grpc.GenericRpcHandler):
             except grpc.aio.AioRpcError as exc:
                 if upstream.transport_failed(exc):
                     await _unavailable(upstream, context)
+                upstream_call(upstream.name, exc.code())
                 await context.abort(exc.code(), exc.details() or "", _trailers(exc.trailing_metadata()))
                 raise AssertionError from exc  # pragma: no cover - abort always raises
+            upstream_call(upstream.name, grpc.StatusCode.OK)
             trailers = _trailers(await call.trailing_metadata())
             if trailers:
                 context.set_trailing_metadata(trailers)

@@ -68,6 +68,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7004
     grpc_port: int = 50051
+    # GET /metrics without the API key on a port of its own (None: only on the REST port, with it).
+    metrics_port: int | None = None
     api_key: str | None = field(default=None, repr=False)  # never in a log
     command_timeout: float = 40.0
     max_body_bytes: int = 32 * 1024 * 1024
@@ -165,6 +167,7 @@ class Settings:
             host=env.get("CONNECTOR_PROXY_HOST", cls.host),
             port=_int(env, "CONNECTOR_PROXY_PORT", cls.port, 0, _MAX_PORT),
             grpc_port=_int(env, "CONNECTOR_PROXY_GRPC_PORT", cls.grpc_port, 0, _MAX_PORT),
+            metrics_port=_int(env, "CONNECTOR_PROXY_METRICS_PORT", 0, 0, _MAX_PORT) or None,
             api_key=api_key,
             command_timeout=timeout,
             max_body_bytes=_int(

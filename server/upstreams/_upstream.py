@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.errors import Failure
 from server.invocation import Reply, timeout_failure
+from server.metrics import upstream_call, upstream_state
 from server.upstreams._channel import open_channel
 from server.upstreams._config import UpstreamConfig
 from server.upstreams._reflection import DiscoveryError, Schema, read_schema
@@ -81,7 +82,8 @@ class Upstream:
     ) -> None:
         self.config = config
         self.on_schema = on_schema
-        self.state = UpstreamState.CONNECTING
+        self._state = UpstreamState.CONNECTING
+        upstream_state(self.name, self._state.value)
         self.services: tuple[descriptor.ServiceDescriptor, ...] = ()
         self.last_discovery: float | None = None  # seconds since the epoch
         self.last_error: str | None = None
@@ -100,6 +102,16 @@ class Upstream:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def state(self) -> UpstreamState:
+        return self._state
+
+    @state.setter
+    def state(self, state: UpstreamState) -> None:
+        if state is not self._state:
+            self._state = state
+            upstream_state(self.name, state.value)
 
     def __repr__(self) -> str:
         return f"<Upstream {self.name} {self.config.address} {self.state.value}>"
@@ -300,6 +312,11 @@ class Upstream:
     async def invoke(self, full_method: str, request: message.Message, timeout: float) -> Reply:
         """Calls a command with the deadline ``timeout``; never raises for the command's or the
         connection's failures, which come back as the reply's failure."""
+        reply = await self._invoke(full_method, request, timeout)
+        upstream_call(self.name, reply.failure.code if reply.failure is not None else grpc.StatusCode.OK)
+        return reply
+
+    async def _invoke(self, full_method: str, request: message.Message, timeout: float) -> Reply:
         if self.state is not UpstreamState.READY:
             return Reply(None, self.unavailable())
         entry = self._calls.get(full_method)
