@@ -8,7 +8,9 @@ e.g. ``--workers 4``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
 from connector_proxy._processes import run_embedded, run_grpc, run_shim
 from server.settings import Settings
@@ -28,10 +30,13 @@ def main() -> None:
     if args.worker:
         if settings.jobs_broker_url is None:
             parser.exit(2, "set CONNECTOR_PROXY_JOBS_BROKER_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)\n")
-        from taskiq.__main__ import main as taskiq_main
-
-        sys.argv = ["taskiq", "worker", "connector_proxy.worker:broker", *rest]
-        taskiq_main()
+        if settings.metrics_port is not None:
+            # The worker processes add to one set of metrics through prometheus_client's
+            # multiprocess mode, which must be chosen before prometheus_client is imported: a new
+            # interpreter, whose forked workers inherit it (and the directory, new each start).
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="connector-proxy-metrics-")
+        command = [sys.executable, "-m", "taskiq", "worker", "connector_proxy.worker:broker", *rest]
+        os.execv(sys.executable, command)  # noqa: S606 - this interpreter, taskiq's own command line
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     elif args.grpc_only:

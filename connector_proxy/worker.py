@@ -12,6 +12,7 @@ jobs run at once in each process. The settings are the proxy's; see the README's
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,8 +48,30 @@ def _use(services: Sequence[descriptor.ServiceDescriptor]) -> None:
         logger.error("the changed commands cannot be served (%s); keeping the previous ones", exc)
 
 
+def _serve_metrics(port: int) -> None:
+    """``GET /metrics`` of every worker process on ``port``, served by the first process to bind
+    it (the others find it taken); needs ``PROMETHEUS_MULTIPROC_DIR`` (set by ``--worker``)."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        logger.warning(
+            "CONNECTOR_PROXY_METRICS_PORT needs python -m connector_proxy --worker; no metrics served"
+        )
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    try:
+        start_http_server(port, addr=settings.host, registry=registry)
+    except OSError:
+        return  # another worker process serves them
+    logger.info("worker metrics on %s:%d/metrics", settings.host, port)
+
+
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _start(state: TaskiqState) -> None:
+    if settings.metrics_port is not None:
+        _serve_metrics(settings.metrics_port)
     connectors = discover(settings.connector_packages)
     federation = federation_for(settings, connectors)
     federation.subscribe(_use)

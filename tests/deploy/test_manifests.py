@@ -821,8 +821,8 @@ def test_workers_run_the_jobs_in_the_scale_out_mode(rendered: Rendered) -> None:
     assert container["image"] == proxy["image"]
     assert container["args"] == ["--worker", "--workers", "2"]
     assert "command" not in container  # the image's entrypoint, spiff-connector-proxy
-    # No port, so nothing to probe (see worker-deployment.yaml).
-    assert not container.get("ports")
+    # Its only port is its metrics': nothing to probe (see worker-deployment.yaml).
+    assert [port["name"] for port in container["ports"]] == ["metrics"]
     assert not any(probe in container for probe in ("livenessProbe", "readinessProbe", "startupProbe"))
     worker, front = (Settings.from_env(container_env(rendered, c)) for c in (container, proxy))
     assert worker.jobs_broker_url == front.jobs_broker_url is not None
@@ -833,6 +833,20 @@ def test_workers_run_the_jobs_in_the_scale_out_mode(rendered: Rendered) -> None:
     assert worker.upstreams == front.upstreams
     # Running jobs finish on SIGTERM: the grace covers a whole job.
     assert spec["terminationGracePeriodSeconds"] > worker.job_timeout
+
+
+def test_prometheus_finds_the_metrics_port(rendered: Rendered) -> None:
+    for deployment in rendered.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        if name == NODE:
+            continue  # the Node.js server serves no metrics
+        pod = deployment["spec"]["template"]
+        annotations = pod["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        (container,) = pod["spec"]["containers"]
+        settings = Settings.from_env(container_env(rendered, container))
+        assert settings.metrics_port == int(annotations["prometheus.io/port"]) == _port(container, "metrics")
 
 
 def test_kubernetes_versions_are_bundled() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.jobs.broker import BROKER_URL, REDIS_URL, drop_namespace, new_namespace
 from tests.jobs.conftest import CALLBACK_KEY, spiff_body
@@ -43,10 +44,13 @@ class ScaledOut:
 
 
 @contextlib.contextmanager
-def scaled_out(tmp_path: Path, spiff: FakeSpiff | None, **settings: str) -> Iterator[ScaledOut]:
+def scaled_out(
+    tmp_path: Path, spiff: FakeSpiff | None, worker_settings: dict[str, str] | None = None, **settings: str
+) -> Iterator[ScaledOut]:
     """The proxy and the worker processes on a namespace of their own, calling back ``spiff``
-    with a credential (or, without it, wherever the callback URL says). Both are stopped with
-    SIGTERM at the end and must exit cleanly (a proxy the test killed is left alone)."""
+    with a credential (or, without it, wherever the callback URL says); ``worker_settings`` for
+    the workers alone. Both are stopped with SIGTERM at the end and must exit cleanly (a proxy the
+    test killed is left alone)."""
     namespace = new_namespace()
     env = {
         "CONNECTOR_PROXY_JOBS_BROKER_URL": BROKER_URL,
@@ -65,7 +69,7 @@ def scaled_out(tmp_path: Path, spiff: FakeSpiff | None, **settings: str) -> Iter
     argv = ["-m", "connector_proxy", "--worker", "--workers", str(WORKER_PROCESSES)]
     try:
         with (
-            process(argv, env, worker_log) as workers,
+            process(argv, {**env, **(worker_settings or {})}, worker_log) as workers,
             process(["-m", "connector_proxy"], {**env, **ports}, proxy_log) as proxy,
         ):
             base_url = f"http://127.0.0.1:{port}"
@@ -131,6 +135,30 @@ def test_two_worker_processes_share_the_jobs_and_call_back_once_each(tmp_path):
         assert len({r["worker"] for r in records}) == WORKER_PROCESSES
         listed: dict[str, Any] = httpx.get(f"{base_url}/v1/jobs", timeout=5).json()
         assert listed["counts"]["delivered"] == len(tasks)
+
+
+def test_the_worker_processes_serve_their_metrics_together(tmp_path):
+    metrics_port = free_port()
+    worker_settings = {"CONNECTOR_PROXY_METRICS_PORT": str(metrics_port)}
+    with (
+        FakeSpiff() as spiff,
+        scaled_out(tmp_path, spiff, worker_settings, CONNECTOR_PROXY_JOB_WORKERS="1") as system,
+    ):
+        tasks = [str(uuid.uuid4()) for _ in range(4)]
+        jobs = [post_delay(system.base_url, task, 1, "counted") for task in tasks]
+        spiff.wait_for(len(tasks), timeout=30)
+        records = [wait_for_state(system.base_url, job_id, "delivered") for job_id in jobs]
+        assert len({r["worker"] for r in records}) == WORKER_PROCESSES  # both processes delivered
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        # Summed over the worker processes.
+        delivered = ("spiff_connector_proxy_job_callback_attempts_total", (("outcome", "delivered"),))
+        assert samples[delivered] == len(tasks)
+        assert samples["spiff_connector_proxy_job_callback_duration_seconds_count", ()] == len(tasks)
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
