@@ -54,7 +54,8 @@ def _readiness(port: str, prefix: str) -> str | None:
 
 def probe(args: Sequence[str], env: Mapping[str, str]) -> str | None:
     """Why the proxy started with ``args`` does not serve, or None when it does."""
-    if "--worker" in args:
+    # ``--worker`` runs taskiq's worker command on connector_proxy.worker in its place.
+    if "--worker" in args or any(arg.startswith("connector_proxy.worker:") for arg in args):
         return None
     if "--grpc-only" in args:
         return _grpc_health(env.get("CONNECTOR_PROXY_GRPC_PORT") or "50051")

@@ -128,6 +128,8 @@ def test_not_ready_until_every_upstream_was_discovered(tmp_path):
         assert "503" in problem
         assert "not discovered yet" in problem
         assert probe(["spiff-connector-proxy", "--worker"], {}) is None
+        taskiq = ["python", "-m", "taskiq", "worker", "connector_proxy.worker:broker", "--workers", "2"]
+        assert probe(taskiq, {}) is None  # what --worker becomes
         assert example(base_url).status_code == 200  # local commands are served meanwhile
 
         upstream_env = {
