@@ -203,13 +203,14 @@ class ProxyEndpoints:
         started = time.perf_counter()
         _metrics.command_started()
         spec = self.catalogue.find(request.path_params["connector"], request.path_params["command"])
+        command = spec.id if spec is not None else "unknown"  # a label: the catalogue's ids only
         try:
             response = await self._do(request, spec)
         except BaseException:
-            _metrics.command_crashed(spec.id if spec is not None else "unknown")
+            _metrics.command_crashed(command)
             raise
         _metrics.command_answered(
-            spec.id if spec is not None else "unknown",
+            command,
             response.status_code,
             getattr(response, "error_code", ""),
             time.perf_counter() - started,

@@ -66,6 +66,15 @@ def wait_for_http(base_url: str, proc: subprocess.Popen[bytes], log: pathlib.Pat
     pytest.fail(f"no liveness within {STARTUP_SECONDS} s:\n{log.read_text()}")
 
 
+def grpc_health(target: str, timeout: float = 5) -> int:
+    """The server's overall ``grpc.health.v1`` status (a Check of service ``""``)."""
+    with grpc.insecure_channel(target) as channel:
+        request = health_pb2.HealthCheckRequest(service="")
+        answer = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
+    status: int = answer.status
+    return status
+
+
 def wait_for_grpc(target: str, proc: subprocess.Popen[bytes], log: pathlib.Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     with grpc.insecure_channel(target) as channel:

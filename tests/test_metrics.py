@@ -18,6 +18,7 @@ from tests.federation.test_federation import by_name
 from tests.jobs.fake_spiff import FakeSpiff
 from tests.ports import free_port
 from tests.processes import process, stop, wait_for_grpc
+from tests.prometheus import Samples, parse, value
 from tests.upstreams import proxy_fronting
 
 pytestmark = pytest.mark.anyio
@@ -26,22 +27,12 @@ KEY = "metrics-test-key"
 HEADERS = {"Spiff-Connector-Proxy-Api-Key": KEY}
 DO_ROUTE = "/v1/do/{connector}/{command}"
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 async def scrape(client: httpx.AsyncClient) -> Samples:
     response = await client.get("/metrics", headers=HEADERS)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return parse(response.text)
 
 
 def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
@@ -253,11 +244,7 @@ def test_the_grpc_server_alone_serves_its_metrics_port(tmp_path):
             stub = example_pb2_grpc.ExampleServiceStub(channel)  # type: ignore[no-untyped-call]
             stub.Example(example_pb2.ExampleRequest(message="counted"), timeout=5)
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-        samples = {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        samples = parse(text)
         method = "/spiff.connector.example.v1.ExampleService/Example"
         assert (
             value(samples, "spiff_connector_proxy_grpc_server_handled_total", method=method, code="OK") == 1

@@ -7,27 +7,17 @@ from __future__ import annotations
 import signal
 import time
 
-import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from connector_proxy.probe import probe
 from tests.ports import free_port
-from tests.processes import EXIT_SECONDS, process, wait_for_grpc, wait_for_http
+from tests.processes import EXIT_SECONDS, grpc_health, process, wait_for_grpc, wait_for_http
 
 pytestmark = pytest.mark.slow
 
 DRAIN_SECONDS = 2.0
-
-
-def grpc_health(target: str) -> int:
-    with grpc.insecure_channel(target) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=2
-        )
-    status: int = reply.status
-    return status
 
 
 def example(base_url: str) -> httpx.Response:

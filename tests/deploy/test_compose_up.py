@@ -16,12 +16,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import grpc
 import httpx
 import jsonschema
 import pytest
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.deploy.conftest import unavailable
 from tests.deploy.images import ContainerTool
@@ -33,6 +32,7 @@ from tests.deploy.test_manifests import (
     SCALE_OUT_FILES,
 )
 from tests.ports import free_port
+from tests.processes import grpc_health
 
 pytestmark = pytest.mark.slow
 
@@ -131,9 +131,7 @@ def test_the_proxy_and_the_node_server_come_up_from_compose(compose_up):
     assert answer.status_code == 200, answer.text
     assert answer.json()["command_response"]["body"] == 42
 
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert grpc_health(f"127.0.0.1:{grpc_port}") == health_pb2.HealthCheckResponse.SERVING
 
     stopped = time.monotonic()
     compose.run("stop", "--timeout", "30")

@@ -13,16 +13,16 @@ import json
 import uuid
 from typing import Any
 
-import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.deploy.containers import Container, Containers, image_config, note
 from tests.deploy.images import ContainerTool
 from tests.jobs.broker import BROKER_URL, REDIS_URL, drop_namespace
 from tests.jobs.fake_spiff import FakeSpiff
 from tests.ports import free_port
+from tests.processes import grpc_health
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +33,6 @@ EVALUATE = {
     "input": {"lines": [{"price": 3, "qty": 2}, {"price": 10, "qty": 1}]},
     "bindings": {"shipping": 4},
 }
-
-
-def grpc_health(target: str) -> int:
-    with grpc.insecure_channel(target) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    status: int = answer.status
-    return status
 
 
 def assert_runs_as(container: Container, uid: int) -> None:

@@ -45,8 +45,10 @@ def venv(wheel: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> pathl
 
 
 def outside(venv: pathlib.Path) -> dict[str, str]:
-    """The environment for a process of ``venv`` that cannot see the checkout."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    """The environment for a process of ``venv`` that cannot see the checkout. PYTHONPATH is set
+    empty (which Python ignores) rather than left out: tests.processes.process lays the given
+    environment over this process's own, where it could be set."""
+    env = {**os.environ, "PYTHONPATH": "", "VIRTUAL_ENV": str(venv)}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
 

@@ -21,7 +21,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.jobs.broker import BROKER_URL, REDIS_URL, drop_namespace, new_namespace
 from tests.jobs.conftest import CALLBACK_KEY, spiff_body
@@ -29,6 +28,7 @@ from tests.jobs.fake_spiff import FakeSpiff
 from tests.jobs.test_restart import wait_for_state
 from tests.ports import free_port
 from tests.processes import ROOT, process, stop, wait_for_http
+from tests.prometheus import parse, value
 
 pytestmark = pytest.mark.slow
 
@@ -150,15 +150,11 @@ def test_the_worker_processes_serve_their_metrics_together(tmp_path):
         records = [wait_for_state(system.base_url, job_id, "delivered") for job_id in jobs]
         assert len({r["worker"] for r in records}) == WORKER_PROCESSES  # both processes delivered
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-        samples = {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        samples = parse(text)
         # Summed over the worker processes.
-        delivered = ("spiff_connector_proxy_job_callback_attempts_total", (("outcome", "delivered"),))
-        assert samples[delivered] == len(tasks)
-        assert samples["spiff_connector_proxy_job_callback_duration_seconds_count", ()] == len(tasks)
+        attempts = "spiff_connector_proxy_job_callback_attempts_total"
+        assert value(samples, attempts, outcome="delivered") == len(tasks)
+        assert value(samples, "spiff_connector_proxy_job_callback_duration_seconds_count") == len(tasks)
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
