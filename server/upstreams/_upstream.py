@@ -38,10 +38,12 @@ UNAVAILABLE_ERROR_CODE = "ConnectorUnavailable"
 _FIRST_RETRY = 0.2  # seconds before the first reconnection attempt; doubles up to _LAST_RETRY
 _LAST_RETRY = 5.0
 _DISCOVERY_TIMEOUT = 10.0
-# When the watched server stops serving, the channel may route to another of the target's servers
-# (several addresses, round robin among those serving): asked this many times, this far apart, as
-# the channel learns of the change a moment after the watch does.
-_ELSEWHERE_ATTEMPTS = 3
+# When the watched server stops serving, another of the target's servers may still serve: asked
+# with a few Checks at once (round robin hands consecutive picks to different servers, where
+# Checks one after another could meet the same one every time, other calls picking in between),
+# in a few rounds this far apart (the channel learns of a closed connection a moment later).
+_ELSEWHERE_ROUNDS = 3
+_ELSEWHERE_CHECKS = 4
 _ELSEWHERE_PAUSE = 0.05
 _CHECK_TIMEOUT = 1.0
 
@@ -243,6 +245,10 @@ class Upstream:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                         await task
+                elif not task.cancelled():
+                    # Ended too (the stream failed while a rediscovery did): the error being
+                    # raised is the one that counts; this one is read so it is not reported unread.
+                    task.exception()
 
     async def _statuses(self, watch: Any) -> str:
         """Reads one Watch: SERVING wakes a rediscovery when the upstream was down; another status
@@ -267,22 +273,24 @@ class Upstream:
         return "the server ended its health watch"
 
     async def _served_elsewhere(self) -> bool:
-        """Whether a health Check through the channel, which routes to a server still serving if
-        the target has one, answers SERVING."""
-        assert self._channel is not None  # noqa: S101 - set by start()
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        for attempt in range(_ELSEWHERE_ATTEMPTS):
-            if attempt:
+        """Whether a health Check through the channel, which routes each call to one of the
+        target's connected servers, answers SERVING from any of them."""
+        for round_ in range(_ELSEWHERE_ROUNDS):
+            if round_:
                 await asyncio.sleep(_ELSEWHERE_PAUSE)
-            try:
-                answer = await stub.Check(
-                    health_pb2.HealthCheckRequest(service=""), metadata=self._metadata, timeout=_CHECK_TIMEOUT
-                )
-            except grpc.aio.AioRpcError:
-                continue
-            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+            if any(await asyncio.gather(*(self._serving() for _ in range(_ELSEWHERE_CHECKS)))):
                 return True
         return False
+
+    async def _serving(self) -> bool:
+        assert self._channel is not None  # noqa: S101 - set by start()
+        try:
+            answer = await health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=""), metadata=self._metadata, timeout=_CHECK_TIMEOUT
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _lost(self, reason: str) -> None:
         if self.state is not UpstreamState.UNAVAILABLE or reason != self.last_error:
