@@ -18,6 +18,7 @@ import uvicorn
 from google.protobuf import descriptor
 from starlette.applications import Starlette
 
+from connector_proxy._logging import access_log_for, configure_logging
 from connector_proxy._metrics_port import serving_metrics
 from jobs import job_backend, jobs_service
 from rest_shim import Catalogue, create_app, metrics_exposition, replace_catalogue
@@ -44,10 +45,6 @@ logger = logging.getLogger(__name__)
 
 # Seconds start-up waits for each upstream's first answer; one that is down is retried later.
 _FIRST_DISCOVERY_WAIT = 5.0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 async def close_connectors(connectors: Sequence[Connector]) -> None:
@@ -120,6 +117,8 @@ async def _serve_grpc(
         credentials=credentials,
         services=services,
         health=health,
+        metrics=settings.metrics,
+        access_log=settings.access_log,
     )
 
 
@@ -188,6 +187,8 @@ def build_proxy_app(
         jobs=jobs,
         upstreams=federation.describe,
         readiness=readiness_problems,
+        access_log=access_log_for(settings),
+        metrics=settings.metrics,
     )
 
     def serve(services: Sequence[descriptor.ServiceDescriptor]) -> None:
@@ -250,7 +251,8 @@ def run_uvicorn(app: Starlette, settings: Settings, drain: Drain | None = None) 
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # the shim writes its own (connector_proxy._logging)
+        log_config=None,  # uvicorn's lines go through the root logger, in its format
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
@@ -260,7 +262,7 @@ def run_uvicorn(app: Starlette, settings: Settings, drain: Drain | None = None) 
 def run_embedded(settings: Settings) -> None:
     """REST on ``host:port`` and gRPC on ``host:grpc_port``, local connectors called in-process
     by REST, the upstreams' commands through their channels."""
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     connectors = discover(settings.connector_packages)
     logger.info("hosting %s", ", ".join(c.name for c in connectors))
     drain = Drain(settings.drain_delay)
@@ -269,7 +271,7 @@ def run_embedded(settings: Settings) -> None:
 
 def run_shim(settings: Settings) -> None:
     """The REST shim alone, in front of ``CONNECTOR_PROXY_GRPC_TARGETS``."""
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     if not settings.upstreams:
         msg = "set CONNECTOR_PROXY_GRPC_TARGETS to the gRPC server(s) to front, e.g. 127.0.0.1:50051"
         raise SystemExit(msg)
@@ -318,7 +320,7 @@ async def _serve_until_stopped(
 
 def run_grpc(settings: Settings) -> None:
     """The gRPC server alone, until SIGTERM or SIGINT (then in-flight calls may finish)."""
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     import uvloop
 
     try:

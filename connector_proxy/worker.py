@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf import descriptor
 from taskiq import TaskiqEvents, TaskiqState
 
+from connector_proxy._logging import configure_logging
 from connector_proxy._processes import close_connectors, federation_for
 from jobs import broker_worker, taskiq_broker
 from rest_shim import Catalogue
@@ -33,6 +34,8 @@ settings = Settings.from_env()
 if settings.jobs_broker_url is None:  # ``python -m connector_proxy --worker`` says so before starting taskiq
     msg = "set CONNECTOR_PROXY_JOBS_BROKER_URL to run job workers"
     raise RuntimeError(msg)
+# Replaces taskiq's own logging set-up in each worker process: the proxy's format, request ids.
+configure_logging(settings)
 
 broker = taskiq_broker(settings.jobs_broker_url, settings.jobs_namespace, prefetch=settings.job_workers)
 worker = broker_worker(settings)

@@ -32,6 +32,7 @@ from jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_co
 from jobs._redis_store import RedisJobStore
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._jobs import CannotRedeliver, JobState, JobsUnavailable, JobView, NewJob, Submitted
+from server import correlation
 from server.invocation import Invoker
 
 if TYPE_CHECKING:
@@ -256,6 +257,7 @@ class BrokerJobs:
             callback_url=job.callback_url,
             task_id=job.task_id or "",
             created_at=created_at,
+            context=job.context,
         )
         try:
             await asyncio.wait_for(sending, self.publish_timeout)
@@ -352,8 +354,12 @@ class BrokerWorker:
             callback_url: str,
             task_id: str,
             created_at: float,
+            context: dict[str, str] | None = None,  # absent from messages of older proxies
         ) -> None:
-            await self.run(job_id, command, command_id, request, callback_url, task_id, created_at)
+            with correlation.restored(context):  # the call that made the job: request id, trace
+                await self.run(
+                    job_id, command, command_id, request, callback_url, task_id, created_at, context or {}
+                )
 
         broker.register_task(run_job_message, task_name=TASK_NAME)
 
@@ -374,12 +380,15 @@ class BrokerWorker:
         callback_url: str,
         task_id: str,
         created_at: float,
+        context: dict[str, str] | None = None,
     ) -> None:
-        """One job's message: run it (unless it ran already), then deliver its callback."""
+        """One job's message: run it (unless it ran already), then deliver its callback.
+        ``context`` is the accepting call's carrier (:func:`server.correlation.carrier`)."""
         if self._invoker is None:
             msg = "BrokerWorker.start() was not called"
             raise RuntimeError(msg)
-        job = NewJob(command, command_id, b"", callback_url, task_id or None)
+        context = context or {}
+        job = NewJob(command, command_id, b"", callback_url, task_id or None, context)
         claim = await self.store.claim(job_id, self.name, job, created_at)
         if claim.state in (JobState.DELIVERED, JobState.FAILED):
             logger.info("job %s (%s) is %s already; nothing to do", job_id, command_id, claim.state.value)
@@ -405,7 +414,9 @@ class BrokerWorker:
             else:
                 msg = f"the job's record is {claim.state.value} but holds no result to deliver"
                 raise RuntimeError(msg)
-            pending = PendingDelivery(job_id, command_id, callback_url, result, claim.delivery_attempts)
+            pending = PendingDelivery(
+                job_id, command_id, callback_url, result, claim.delivery_attempts, context
+            )
             await deliver_job(self, self.delivery, pending)
         except Exception as exc:
             # A bug, or a record this worker cannot make sense of: the message is acknowledged

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from jobs._metrics import CALLBACK_ATTEMPTS, CALLBACK_SECONDS
+from server import correlation
 
 __all__ = ["CallbackDelivery", "Outcome", "OutcomeKind"]
 
@@ -181,9 +182,13 @@ class CallbackDelivery:
             msg = "CallbackDelivery.start() was not called"
             raise RuntimeError(msg)
         target = self.target(url)
+        headers = self._headers
+        request_id = correlation.request_id()  # the call the job came from
+        if request_id is not None:
+            headers = {**headers, correlation.REQUEST_ID_HEADER: request_id}
         try:
             async with self._session.put(
-                target, data=body, headers=self._headers, allow_redirects=False
+                target, data=body, headers=headers, allow_redirects=False
             ) as response:
                 # The answer is read for its error_code only; a huge page is cut.
                 text = (await response.content.read(_MAX_ANSWER_BYTES)).decode(errors="replace")

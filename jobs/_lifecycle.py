@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
@@ -35,6 +35,7 @@ class PendingDelivery:
     callback_url: str
     result: str
     delivery_attempts: int
+    context: dict[str, str] = field(default_factory=dict)  # the accepting call's carrier
 
 
 class Ledger(Protocol):

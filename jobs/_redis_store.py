@@ -20,6 +20,7 @@ The scripts compute key names from the namespace, so they need one Redis server 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,11 +50,11 @@ local function release(p, id)
     redis.call('DEL', p .. ':task:' .. task)
   end
 end
-local function create(p, id, command, task, now, method, callback)
+local function create(p, id, command, task, now, method, callback, context)
   local key = p .. ':job:' .. id
   redis.call('HSET', key, 'command_id', command, 'task_id', task, 'state', 'queued', 'attempts', 0,
     'delivery_attempts', 0, 'created_at', now, 'updated_at', now, 'published', 0,
-    'method', method, 'callback_url', callback)
+    'method', method, 'callback_url', callback, 'context', context)
   redis.call('ZADD', p .. ':all', now, id)
   redis.call('ZADD', p .. ':state:queued', now, id)
   if task ~= '' then redis.call('SET', p .. ':task:' .. task, id) end
@@ -61,7 +62,8 @@ end
 """
 
 # ARGV: namespace, new id, command id, task id ('' for none), now, seconds after which an
-# unpublished job is abandoned, gRPC method, callback URL. Returns {id, state, created (1 or 0)}.
+# unpublished job is abandoned, gRPC method, callback URL, context (JSON, '' for none).
+# Returns {id, state, created (1 or 0)}.
 _SUBMIT = (
     _MOVE
     + """
@@ -81,7 +83,7 @@ if task ~= '' then
     end
   end
 end
-create(p, id, command, task, now, ARGV[7], ARGV[8])
+create(p, id, command, task, now, ARGV[7], ARGV[8], ARGV[9])
 return {id, 'queued', 1}
 """
 )
@@ -106,7 +108,7 @@ end
 )
 
 # ARGV: namespace, id, now, worker, command id, task id ('' for none), created_at, gRPC method,
-# callback URL.
+# callback URL, context.
 # Returns {state, attempts, result, delivery_attempts}: 'running' when the command is to run
 # now (attempts counts this one), 'delivering' when it ran already and only the callback is
 # owed, 'delivered'/'failed' when nothing is owed any more.
@@ -117,7 +119,7 @@ local p, id, now, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p .. ':job:' .. id
 if redis.call('EXISTS', key) == 0 then
   -- Redis lost the record (restarted without persistence); the message still carries the job.
-  create(p, id, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+  create(p, id, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
   redis.call('HSET', key, 'published', 1)
 end
 local f = redis.call('HMGET', key, 'state', 'result', 'delivery_attempts', 'attempts')
@@ -165,14 +167,14 @@ if state == 'delivered' or state == 'failed' then release(p, id) end
 
 # ARGV: namespace, id, now. A failed job whose command ran goes back to delivering (for its
 # message to be published again). Returns false (no such job), {'refused', why}, or
-# {'ok', method, command id, callback URL, task id, created_at}.
+# {'ok', method, command id, callback URL, task id, created_at, context}.
 _REDELIVER = (
     _MOVE
     + """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':job:' .. id
 local f = redis.call('HMGET', key, 'state', 'result', 'task_id', 'method', 'command_id', 'callback_url',
-  'created_at')
+  'created_at', 'context')
 if not f[1] then return false end
 if f[1] ~= 'failed' then
   return {'refused', 'The job is ' .. f[1] .. ': only failed jobs are delivered again.'}
@@ -190,7 +192,7 @@ end
 move(p, id, 'delivering', now)
 redis.call('HSET', key, 'delivery_attempts', 0)
 redis.call('HDEL', key, 'last_error')
-return {'ok', f[4], f[5], f[6], f[3], f[7]}
+return {'ok', f[4], f[5], f[6], f[3], f[7], f[8] or ''}
 """
 )
 
@@ -231,6 +233,14 @@ class Claim:
     attempts: int
     result: str | None  # the envelope, when the command ran already
     delivery_attempts: int
+
+
+def _context_text(context: dict[str, str]) -> str:
+    return json.dumps(context) if context else ""
+
+
+def _context(text: str) -> dict[str, str]:
+    return json.loads(text) if text else {}
 
 
 def _text(value: Any) -> str | None:
@@ -281,6 +291,7 @@ class RedisJobStore:
             self.abandon_after,
             job.command,
             job.callback_url,
+            _context_text(job.context),
         )
         existing_id, state, created = (_text(item) or "" for item in reply)
         return Submitted(existing_id, JobState(state), created=created == "1")
@@ -304,6 +315,7 @@ class RedisJobStore:
             created_at,
             job.command,
             job.callback_url,
+            _context_text(job.context),
         )
         state, attempts, result, delivery_attempts = reply
         return Claim(JobState(_text(state) or ""), int(attempts), _text(result), int(delivery_attempts or 0))
@@ -326,8 +338,9 @@ class RedisJobStore:
         outcome, *fields = (_text(item) or "" for item in reply)
         if outcome == "refused":
             return fields[0]
-        method, command_id, callback_url, task_id, created_at = fields
-        return NewJob(method, command_id, b"", callback_url, task_id or None), float(created_at)
+        method, command_id, callback_url, task_id, created_at, context = fields
+        job = NewJob(method, command_id, b"", callback_url, task_id or None, _context(context))
+        return job, float(created_at)
 
     async def purge(self, older_than: float) -> int:
         """Deletes delivered and failed jobs finished before ``older_than`` (up to 1,000 per state)."""

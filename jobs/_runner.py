@@ -20,6 +20,7 @@ from jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_co
 from jobs._store import ClaimedJob, JobStore
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._jobs import CannotRedeliver, JobState, JobView, NewJob, Submitted
+from server import correlation
 from server.invocation import Invoker
 
 __all__ = ["EmbeddedJobs"]
@@ -224,19 +225,21 @@ class EmbeddedJobs:
 
     async def _run(self, job: ClaimedJob) -> None:
         assert self._invoker is not None  # noqa: S101 - set by start()
-        result = await execute_job(
-            self._specs,
-            self._invoker,
-            job_id=job.id,
-            command=job.command,
-            command_id=job.command_id,
-            request=job.request,
-            attempt=job.attempts,
-            max_attempts=self.run_attempts,
-            timeout=self.job_timeout,
-        )
-        await self.store.call(self.store.finish_run, job.id, result)
-        self._spawn_delivery(PendingDelivery(job.id, job.command_id, job.callback_url, result, 0))
+        with correlation.restored(job.context):  # the call that made the job: request id, trace
+            result = await execute_job(
+                self._specs,
+                self._invoker,
+                job_id=job.id,
+                command=job.command,
+                command_id=job.command_id,
+                request=job.request,
+                attempt=job.attempts,
+                max_attempts=self.run_attempts,
+                timeout=self.job_timeout,
+            )
+            await self.store.call(self.store.finish_run, job.id, result)
+        delivery = PendingDelivery(job.id, job.command_id, job.callback_url, result, 0, job.context)
+        self._spawn_delivery(delivery)
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -247,7 +250,8 @@ class EmbeddedJobs:
 
     async def _deliver(self, job: PendingDelivery) -> None:
         try:
-            await deliver_job(self, self.delivery, job)
+            with correlation.restored(job.context):
+                await deliver_job(self, self.delivery, job)
         except Exception:
             # The store failed; the job stays ``delivering`` and is retried at the next start.
             logger.exception("job %s (%s): callback bookkeeping failed", job.id, job.command_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -28,7 +29,7 @@ __all__ = ["ClaimedJob", "JobStore"]
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error TEXT,
     result TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    context TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_age ON jobs (created_at);
@@ -51,6 +53,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_pending_task ON jobs (task_id)
     WHERE task_id IS NOT NULL AND state IN ('queued', 'running', 'delivering');
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+# From each version to the next; a store written by an older proxy is brought up to date.
+_MIGRATIONS = {
+    1: "ALTER TABLE jobs ADD COLUMN context TEXT;",  # the carrier (request id, trace context)
+}
+
+
+def _context_text(context: dict[str, str]) -> str | None:
+    return json.dumps(context) if context else None
+
+
+def _context(text: str | None) -> dict[str, str]:
+    return json.loads(text) if text else {}
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class ClaimedJob:
     request: bytes
     callback_url: str
     attempts: int
+    context: dict[str, str]
 
 
 def _view(row: tuple[Any, ...]) -> JobView:
@@ -164,6 +179,8 @@ class JobStore:
             db.execute("PRAGMA synchronous = FULL")
             db.execute("BEGIN IMMEDIATE")
             db.execute("COMMIT")
+            for old in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                db.executescript(_MIGRATIONS[old])
             db.executescript(_SCHEMA)
         except sqlite3.OperationalError as exc:
             db.close()
@@ -205,8 +222,18 @@ class JobStore:
             job_id = str(uuid.uuid4())
             db.execute(
                 "INSERT INTO jobs (id, command, command_id, request, task_id, callback_url, state,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                (job_id, job.command, job.command_id, job.request, job.task_id, job.callback_url, now, now),
+                " created_at, updated_at, context) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (
+                    job_id,
+                    job.command,
+                    job.command_id,
+                    job.request,
+                    job.task_id,
+                    job.callback_url,
+                    now,
+                    now,
+                    _context_text(job.context),
+                ),
             )
             db.execute("COMMIT")
         except BaseException:
@@ -219,13 +246,15 @@ class JobStore:
         rows = self.db.execute(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?"
             " WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at, rowid LIMIT 1)"
-            " RETURNING id, command, command_id, request, callback_url, attempts",
+            " RETURNING id, command, command_id, request, callback_url, attempts, context",
             (time.time(),),
         ).fetchall()
         if not rows:
             return None
-        job_id, command, command_id, request, callback_url, attempts = rows[0]
-        return ClaimedJob(job_id, command, command_id, bytes(request or b""), callback_url, attempts)
+        job_id, command, command_id, request, callback_url, attempts, context = rows[0]
+        return ClaimedJob(
+            job_id, command, command_id, bytes(request or b""), callback_url, attempts, _context(context)
+        )
 
     def finish_run(self, job_id: str, result: str) -> None:
         """The command ran: keep its envelope for delivery and drop the request."""
@@ -245,10 +274,13 @@ class JobStore:
 
     def deliveries(self) -> list[PendingDelivery]:
         rows = self.db.execute(
-            "SELECT id, command_id, callback_url, result, delivery_attempts FROM jobs"
+            "SELECT id, command_id, callback_url, result, delivery_attempts, context FROM jobs"
             " WHERE state = 'delivering' ORDER BY updated_at, rowid"
         ).fetchall()
-        return [PendingDelivery(*row) for row in rows]
+        return [
+            PendingDelivery(job_id, command_id, url, result, attempts, _context(context))
+            for job_id, command_id, url, result, attempts, context in rows
+        ]
 
     def record_delivery(self, job_id: str, attempts: int, state: JobState, last_error: str | None) -> None:
         """One callback attempt's outcome; a delivered job's result is dropped, a failed one's kept."""
@@ -265,7 +297,8 @@ class JobStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             row = db.execute(
-                "SELECT state, result, task_id, command_id, callback_url FROM jobs WHERE id = ?", (job_id,)
+                "SELECT state, result, task_id, command_id, callback_url, context FROM jobs WHERE id = ?",
+                (job_id,),
             ).fetchone()
             problem = None if row is None else _redelivery_problem(db, job_id, *row[:3])
             if row is None or problem is not None:
@@ -280,7 +313,7 @@ class JobStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return PendingDelivery(job_id, row[3], row[4], row[1], 0)
+        return PendingDelivery(job_id, row[3], row[4], row[1], 0, _context(row[5]))
 
     def get(self, job_id: str) -> JobView | None:
         row = self.db.execute(

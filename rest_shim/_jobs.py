@@ -11,7 +11,7 @@ task engine, reusing :func:`jobs.run_job` and :class:`jobs.CallbackDelivery`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server import json_values
@@ -61,6 +61,8 @@ class NewJob:
     request: bytes  # the decoded, validated request message, serialized
     callback_url: str  # spiff__callback_url as received (rewritten only when delivered)
     task_id: str | None  # spiff__task_id; jobs of the same task are not run twice at once
+    # What travels with the call (server.correlation.carrier): its request id, trace context.
+    context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from typing import Any
 
@@ -23,11 +23,11 @@ from rest_shim._openapi import openapi_document
 from rest_shim._proxy_options import prefers_async, split_proxy_options
 from rest_shim._reply import render_reply
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
-from server import json_values
+from server import correlation, json_values
 from server.invocation import Invoker
 from server.metrics import exposition
 
-__all__ = ["API_KEY_HEADER", "create_app", "metrics_exposition", "replace_catalogue"]
+__all__ = ["API_KEY_HEADER", "AccessLog", "create_app", "metrics_exposition", "replace_catalogue"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ _LIVE = b'{"ok":true}'
 _READY = b'{"ready":true}'
 _DEFAULT_JOB_LIMIT = 100
 _MAX_JOB_LIMIT = 1000
+_REQUEST_ID = correlation.REQUEST_ID_HEADER.encode()
+
+AccessLog = Callable[[str, int, str, float, str], None]
+"""Told of each ``/v1/do`` answer: the command id (``unknown`` for none), the HTTP status, the
+envelope's ``error_code`` (``""`` when none), the seconds it took and the request id. Never the
+parameters."""
 
 
 class _JSONResponse(Response):
@@ -82,8 +88,12 @@ class ProxyEndpoints:
         path_prefix: str = "",
         upstreams: Callable[[], list[dict[str, Any]]] | None = None,
         readiness: Callable[[], list[str]] | None = None,
+        access_log: AccessLog | None = None,
+        metrics: bool = True,
     ) -> None:
         self.jobs = jobs
+        self.access_log = access_log
+        self.metrics_on = metrics
         self.readiness_problems = readiness
         self.path_prefix = path_prefix
         self.upstreams_view = upstreams
@@ -201,20 +211,29 @@ class ProxyEndpoints:
 
     async def do(self, request: Request) -> Response:
         started = time.perf_counter()
-        _metrics.command_started()
+        request_id = correlation.accept_request_id(request.headers.get(correlation.REQUEST_ID_HEADER))
+        token = correlation.bind(request_id)
+        if self.metrics_on:
+            _metrics.command_started()
         spec = self.catalogue.find(request.path_params["connector"], request.path_params["command"])
         command = spec.id if spec is not None else "unknown"  # a label: the catalogue's ids only
         try:
             response = await self._do(request, spec)
         except BaseException:
-            _metrics.command_crashed(command)
+            if self.metrics_on:
+                _metrics.command_crashed(command)
+            if self.access_log is not None:
+                self.access_log(command, 500, "Internal", time.perf_counter() - started, request_id)
             raise
-        _metrics.command_answered(
-            command,
-            response.status_code,
-            getattr(response, "error_code", ""),
-            time.perf_counter() - started,
-        )
+        finally:
+            correlation.unbind(token)
+        response.raw_headers.append((_REQUEST_ID, request_id.encode()))
+        error_code = getattr(response, "error_code", "")
+        seconds = time.perf_counter() - started
+        if self.metrics_on:
+            _metrics.command_answered(command, response.status_code, error_code, seconds)
+        if self.access_log is not None:
+            self.access_log(command, response.status_code, error_code, seconds, request_id)
         return response
 
     async def metrics(self, request: Request) -> Response:
@@ -332,13 +351,14 @@ class ProxyEndpoints:
         task_id = task_id if isinstance(task_id, str) and task_id else None
         try:
             submitted = await self.jobs.submit(
-                NewJob(spec.full_method, spec.id, request, callback_url, task_id)
+                NewJob(spec.full_method, spec.id, request, callback_url, task_id, correlation.carrier())
             )
         except JobsUnavailable as exc:
             logger.error("%s not accepted: %s", spec.id, exc)
             message = f"{spec.id} could not be accepted: {exc}. Nothing was started; try again later."
             return _reply(503, error_envelope(503, "JobsUnavailable", message, logs))
         if submitted.created:
+            logger.info("%s accepted as job %s", spec.id, submitted.job_id)
             logs.append(f"Accepted as job {submitted.job_id}; the result will be PUT to the callback URL.")
         else:
             state = submitted.state.value
@@ -467,6 +487,8 @@ def create_app(
     jobs: JobBackend | None = None,
     upstreams: Callable[[], list[dict[str, Any]]] | None = None,
     readiness: Callable[[], list[str]] | None = None,
+    access_log: AccessLog | None = None,
+    metrics: bool = True,
 ) -> Starlette:
     """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}``,
     ``/v1/jobs``, ``/openapi.json``, liveness and readiness.
@@ -486,6 +508,12 @@ def create_app(
         upstreams: what ``GET /v1/upstreams`` shows (the gRPC servers fronted); ``[]`` without.
         readiness: why this process should get no traffic now (e.g. draining), asked by
             ``GET /readiness`` with the job backend's own check; ready when both say nothing.
+        access_log: told of every ``/v1/do`` answer (one access line each); None for none.
+        metrics: count requests for ``GET /metrics``; False serves no ``/metrics`` and counts
+            nothing.
+
+    Every ``/v1/do`` answer carries ``X-Request-Id``: the caller's when acceptable, else a new
+    one; it is the current request id (:mod:`server.correlation`) while the command runs.
 
     The catalogue can be replaced while the app runs: :func:`replace_catalogue`.
     """
@@ -502,26 +530,35 @@ def create_app(
         path_prefix=path_prefix,
         upstreams=upstreams,
         readiness=readiness,
+        access_log=access_log,
+        metrics=metrics,
     )
     if jobs is not None:
         lifespan = _with_jobs(lifespan, jobs, endpoints)
-    routes: Sequence[BaseRoute] = [
+
+    def route(
+        path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str] | None = None
+    ) -> Route:
+        return Route(path, _metrics.counting(path, endpoint) if metrics else endpoint, methods=methods)
+
+    routes: list[BaseRoute] = [
         # The hot route first: Starlette tries routes in order.
         # Counted by its endpoint, with the command.
         Route(_metrics.DO_ROUTE, endpoints.do, methods=["POST"]),
-        _route("/v1/commands", endpoints.commands),
-        _route("/v1/auths", endpoints.auths),
-        _route("/v1/upstreams", endpoints.upstreams),
-        _route("/v1/jobs", endpoints.job_list),
-        _route("/v1/jobs/{job_id}", endpoints.job),
-        _route("/v1/jobs/{job_id}/redeliver", endpoints.job_redeliver, methods=["POST"]),
-        _route("/openapi.json", endpoints.openapi),
-        _route("/v1/typeahead/{category}", endpoints.typeahead),
-        _route("/liveness", endpoints.liveness),
-        _route("/v1/liveness", endpoints.liveness),
-        _route("/readiness", endpoints.readiness),
-        _route("/metrics", endpoints.metrics),
+        route("/v1/commands", endpoints.commands),
+        route("/v1/auths", endpoints.auths),
+        route("/v1/upstreams", endpoints.upstreams),
+        route("/v1/jobs", endpoints.job_list),
+        route("/v1/jobs/{job_id}", endpoints.job),
+        route("/v1/jobs/{job_id}/redeliver", endpoints.job_redeliver, methods=["POST"]),
+        route("/openapi.json", endpoints.openapi),
+        route("/v1/typeahead/{category}", endpoints.typeahead),
+        route("/liveness", endpoints.liveness),
+        route("/v1/liveness", endpoints.liveness),
+        route("/readiness", endpoints.readiness),
     ]
+    if metrics:
+        routes.append(route("/metrics", endpoints.metrics))
     if path_prefix:
         routes = [Mount(path_prefix, routes=list(routes))]
     app = Starlette(
@@ -539,13 +576,6 @@ async def metrics_exposition(app: Starlette, accept: str | None = None) -> tuple
     content type."""
     endpoints: ProxyEndpoints = app.state.endpoints
     return await endpoints.metrics_exposition(accept)
-
-
-def _route(
-    path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str] | None = None
-) -> Route:
-    """A route whose answers are counted under its template (``GET /metrics``)."""
-    return Route(path, _metrics.counting(path, endpoint), methods=methods)
 
 
 def replace_catalogue(app: Starlette, catalogue: Catalogue) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +13,12 @@ from google.protobuf import descriptor_pool, message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from server import correlation
 from server._reflection import LiveReflection
 from server._registry import Command, Connector
 from server.forwarding import UpstreamForwarder
 from server.health import Health
-from server.invocation import ServerContext, execute_within
+from server.invocation import Reply, ServerContext, execute_within
 from server.metrics import MetricsInterceptor
 from server.security import ApiKeyInterceptor
 from server.upstreams import Federation
@@ -53,15 +55,43 @@ class _Status(grpc.Status):
     trailing_metadata: tuple[tuple[str, bytes], ...]
 
 
-def _method_handler(command: Command) -> grpc.RpcMethodHandler[Any, Any]:
+_access = logging.getLogger(correlation.ACCESS_LOGGER)
+
+
+def _log_access(command: Command, reply: Reply, seconds: float) -> None:
+    code = grpc.StatusCode.OK if reply.failure is None else reply.failure.code
+    error_code = "" if reply.failure is None else reply.failure.error_code
+    _access.info(
+        "%s answered %s%s in %.1f ms",
+        command.id,
+        code.name,
+        f" {error_code}" if error_code else "",
+        seconds * 1000,
+        extra={
+            "command": command.id,
+            "code": code.name,
+            "error_code": error_code,
+            "duration_ms": round(seconds * 1000, 1),
+        },
+    )
+
+
+def _method_handler(command: Command, access_log: bool) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: message.Message, context: grpc.aio.ServicerContext[object, object]) -> object:
+        started = time.perf_counter()
         # The server ends an overrunning command itself, just before the caller's deadline,
         # so the caller gets the same DeadlineExceeded answer, logs included, as in-process.
         remaining = context.time_remaining()
         timeout = None if remaining is None else round(remaining, 1)
-        reply = await execute_within(
-            command, request, ServerContext(context), timeout, margin=DEADLINE_MARGIN
+        given = next(
+            (v for k, v in context.invocation_metadata() or () if k == correlation.REQUEST_ID_HEADER), None
         )
+        with correlation.bound(correlation.accept_request_id(given if isinstance(given, str) else None)):
+            reply = await execute_within(
+                command, request, ServerContext(context), timeout, margin=DEADLINE_MARGIN
+            )
+            if access_log:
+                _log_access(command, reply, time.perf_counter() - started)
         logs = tuple((LOG_METADATA_KEY, line.encode()) for line in reply.logs)
         if reply.failure is None:
             if logs:
@@ -90,6 +120,8 @@ async def create_server(
     api_key: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
     health: Health | None = None,
+    metrics: bool = True,
+    access_log: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds and starts a server hosting ``connectors`` (and ``services``, which are not
     connectors) on ``address`` (``host:0`` picks a port).
@@ -101,18 +133,23 @@ async def create_server(
         credentials: TLS for the port (see :func:`server.security.server_credentials`).
         health: the health service to serve; pass one to :meth:`~server.health.Health.drain`
             it before stopping the server.
+        metrics: count calls by method and code (:mod:`server.metrics`).
+        access_log: log one INFO line per command answered (logger ``access``), with the
+            caller's ``x-request-id`` (or a new one) as the request id.
 
     Returns:
         The started server and the port it is bound to.
     """
     options = [("grpc.so_reuseport", 0), *_PING_POLICY, *grpc_options(max_message_bytes), *extra_options]
     # Counting first: refusals for want of the key are counted too.
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()] if metrics else []
     if api_key is not None:
         interceptors.append(ApiKeyInterceptor(api_key))
     server = grpc.aio.server(options=options, interceptors=interceptors)
     for connector in connectors:
-        handlers = {command.method.name: _method_handler(command) for command in connector.commands}
+        handlers = {
+            command.method.name: _method_handler(command, access_log) for command in connector.commands
+        }
         server.add_registered_method_handlers(connector.service.full_name, handlers)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(connector.service.full_name, handlers),)

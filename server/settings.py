@@ -70,6 +70,7 @@ class Settings:
     grpc_port: int = 50051
     # GET /metrics without the API key on a port of its own (None: only on the REST port, with it).
     metrics_port: int | None = None
+    metrics: bool = True  # count for GET /metrics (false: no counting, no /metrics)
     api_key: str | None = field(default=None, repr=False)  # never in a log
     command_timeout: float = 40.0
     max_body_bytes: int = 32 * 1024 * 1024
@@ -87,6 +88,8 @@ class Settings:
     # calls are still answered, so load balancers stop sending new ones first.
     drain_delay: float = 0.0
     log_level: str = "INFO"
+    log_format: str = "plain"  # or "json": one JSON object per line
+    access_log: bool = True  # one INFO line per /v1/do answer
     # Long-running commands (README "Long-running commands").
     jobs_db: str = "connector-proxy-jobs.sqlite3"
     job_workers: int = 4
@@ -160,6 +163,11 @@ class Settings:
                 "CONNECTOR_PROXY_CALLBACK_BACKOFF_CAP must not be below CONNECTOR_PROXY_CALLBACK_BACKOFF_BASE"
             )
             raise ValueError(msg)
+        metrics = _bool(env, "CONNECTOR_PROXY_METRICS", default=cls.metrics)
+        metrics_port = _int(env, "CONNECTOR_PROXY_METRICS_PORT", 0, 0, _MAX_PORT) or None
+        if metrics_port is not None and not metrics:
+            msg = "CONNECTOR_PROXY_METRICS_PORT serves metrics, and CONNECTOR_PROXY_METRICS=false counts none"
+            raise ValueError(msg)
         prefix = env.get("CONNECTOR_PROXY_PATH_PREFIX", "").rstrip("/")
         if prefix and not prefix.startswith("/"):
             prefix = "/" + prefix
@@ -167,7 +175,8 @@ class Settings:
             host=env.get("CONNECTOR_PROXY_HOST", cls.host),
             port=_int(env, "CONNECTOR_PROXY_PORT", cls.port, 0, _MAX_PORT),
             grpc_port=_int(env, "CONNECTOR_PROXY_GRPC_PORT", cls.grpc_port, 0, _MAX_PORT),
-            metrics_port=_int(env, "CONNECTOR_PROXY_METRICS_PORT", 0, 0, _MAX_PORT) or None,
+            metrics_port=metrics_port,
+            metrics=metrics,
             api_key=api_key,
             command_timeout=timeout,
             max_body_bytes=_int(
@@ -183,7 +192,9 @@ class Settings:
             **_grpc_tls(env),
             shutdown_grace=grace,
             drain_delay=_seconds(env, "CONNECTOR_PROXY_DRAIN_DELAY", cls.drain_delay, allow_zero=True),
-            log_level=env.get("CONNECTOR_PROXY_LOG_LEVEL", cls.log_level).upper(),
+            log_level=_log_level(env),
+            log_format=_choice(env, "CONNECTOR_PROXY_LOG_FORMAT", ("plain", "json")),
+            access_log=_bool(env, "CONNECTOR_PROXY_ACCESS_LOG", default=cls.access_log),
             jobs_db=env.get("CONNECTOR_PROXY_JOBS_DB", "") or cls.jobs_db,
             job_workers=_int(env, "CONNECTOR_PROXY_JOB_WORKERS", cls.job_workers, 1, 256),
             job_timeout=_seconds(env, "CONNECTOR_PROXY_JOB_TIMEOUT", cls.job_timeout),
@@ -234,6 +245,37 @@ def _namespace(env: Mapping[str, str]) -> str:
         msg = f"CONNECTOR_PROXY_JOBS_NAMESPACE may hold letters, digits, '-', '_' and '.', got {raw!r}"
         raise ValueError(msg)
     return raw
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = env.get("CONNECTOR_PROXY_LOG_LEVEL", "").strip().upper() or Settings.log_level
+    if level not in _LOG_LEVELS:
+        msg = f"CONNECTOR_PROXY_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {level!r}"
+        raise ValueError(msg)
+    return level
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        msg = f"{name} must be one of {', '.join(choices)}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in (*_TRUE, *_FALSE):
+        msg = f"{name} must be true or false, got {value!r}"
+        raise ValueError(msg)
+    return value in _TRUE
 
 
 def _list(raw: str | None) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from google.protobuf import descriptor, message, message_factory
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server import correlation
 from server.errors import Failure
 from server.invocation import Reply, timeout_failure
 from server.metrics import upstream_call, upstream_state
@@ -332,7 +333,11 @@ class Upstream:
             message_text = f"{full_method} on {self.name} is not a unary rpc, so not a command."
             return Reply(None, Failure(grpc.StatusCode.UNIMPLEMENTED, "Unimplemented", message_text))
         multicallable, response_class = entry
-        call = multicallable(request, timeout=timeout, metadata=self._metadata)
+        metadata = self._metadata
+        request_id = correlation.request_id()
+        if request_id is not None:
+            metadata = (*(metadata or ()), (correlation.REQUEST_ID_HEADER, request_id))
+        call = multicallable(request, timeout=timeout, metadata=metadata)
         try:
             response = await call
         except grpc.aio.AioRpcError as exc:
