@@ -16,12 +16,15 @@ import httpx
 import pytest
 
 from connector_proxy._logging import AccessLog, JsonFormatter, RequestIdFilter, access_log_for
+from rest_shim import Catalogue, create_app
 from server import correlation
+from server.app import create_server
 from server.settings import Settings
 from tests.conftest import client_for
 from tests.jobs.fake_spiff import FakeSpiff
 from tests.ports import free_port
 from tests.processes import process, stop, wait_for_grpc, wait_for_http
+from tests.upstreams import upstream_to
 
 pytestmark = pytest.mark.anyio
 
@@ -303,3 +306,21 @@ def test_one_request_id_finds_a_jobs_whole_story(tmp_path):
     everything = front_log.read_text() + upstream_log.read_text()
     assert api_key not in everything
     assert callback_key not in everything
+
+
+async def test_an_upstream_server_logs_the_callers_request_id(connectors, captured):
+    """A synchronous call through an upstream gRPC server: the server's access line (and so every
+    line it writes for the call) carries the REST caller's request id, sent as metadata."""
+    server, port = await create_server(connectors, "127.0.0.1:0", access_log=True)
+    try:
+        async with upstream_to(f"127.0.0.1:{port}") as upstream:
+            app = create_app(Catalogue(upstream.services), upstream)
+            async with client_for(app) as client:
+                answer = await client.post(
+                    "/v1/do/example/Example", json={"message": "hi"}, headers={"X-Request-Id": "via-grpc-1"}
+                )
+    finally:
+        await server.stop(None)
+    assert answer.status_code == 200
+    (line,) = [line for line in json_lines(captured.getvalue()) if line["logger"] == "access"]
+    assert (line["request_id"], line["command"], line["code"]) == ("via-grpc-1", "example/Example", "OK")
