@@ -235,6 +235,13 @@ class Report:
             (
                 Target("/v1/do trivial req/s vs floor", self.ratio("do_example"), 0.5, "x", at_least=True),
                 Target("/v1/commands req/s vs floor", self.ratio("commands"), 0.8, "x", at_least=True),
+                Target(
+                    "/v1/do req/s, metrics+JSON logs vs both off",
+                    self.rps_ratio("do_observed", "do_quiet"),
+                    0.95,
+                    "x",
+                    at_least=True,
+                ),
                 Target("idle RSS of the proxy", self.idle_rss_mib, 120.0, "MiB", at_least=False),
                 Target("start to first 200", self.startup_median("proxy"), 2.0, "s", at_least=False),
                 Target("typeahead cities p50 at c=1", self.p50("typeahead"), 5.0, "ms", at_least=False),
@@ -377,6 +384,13 @@ class Report:
                 f"http/GetRequestV2: {_fmt_num(do_http.rps)} req/s through the proxy; "
                 f"the target alone serves {_fmt_num(target.rps)} req/s "
                 f"({do_http.ratio_to(target):.2f}x of it)."
+            )
+        observed, quiet = self._measured("do_observed"), self._measured("do_quiet")
+        if observed is not None and quiet is not None:
+            out.append(
+                f"observability: with metrics and JSON logs (an access line per call) /v1/do served "
+                f"{observed.ratio_to(quiet):.3f}x the req/s of metrics and logs off "
+                f"({observed.server_us_per_req - quiet.server_us_per_req:+.1f} us of server CPU per request)."
             )
         if "grpc" in self.runs and self.runs["grpc"].many:
             grpc_runs = self.runs["grpc"]

@@ -124,11 +124,19 @@ def proxy_env(port: int, grpc_port: int) -> dict[str, str]:
     )
 
 
-def start_proxy(procs: Procs, name: str = "proxy") -> tuple[Proc, int, int]:
+# The proxy with metrics and logs off, and with metrics and JSON logs on (the default is metrics and
+# plain logs): what observability costs the hot path.
+QUIET_ENV = {"CONNECTOR_PROXY_METRICS": "false", "CONNECTOR_PROXY_ACCESS_LOG": "false"}
+OBSERVED_ENV = {"CONNECTOR_PROXY_LOG_FORMAT": "json"}
+
+
+def start_proxy(
+    procs: Procs, name: str = "proxy", extra_env: dict[str, str] | None = None
+) -> tuple[Proc, int, int]:
     port, grpc_port = free_ports(2)
     # Each proxy gets its own job store in the run's temporary directory (one process owns a store).
     jobs_db = procs.log_dir / f"{name}-{port}-jobs.sqlite3"
-    env = {**proxy_env(port, grpc_port), "CONNECTOR_PROXY_JOBS_DB": str(jobs_db)}
+    env = {**proxy_env(port, grpc_port), "CONNECTOR_PROXY_JOBS_DB": str(jobs_db), **(extra_env or {})}
     proc = procs.start(name, PROXY_ARGV, env)
     return proc, port, grpc_port
 
@@ -241,6 +249,31 @@ def embedded_do_example() -> Scenario:
     )
 
 
+def observability_scenarios() -> list[Scenario]:
+    """``example/Example`` on the proxy with metrics and logs off, then with metrics and JSON logs
+    (one access line per call) on: measured as neighbours, their ratio is what observability costs."""
+    return [
+        Scenario(
+            "do_quiet",
+            "proxy, metrics+logs off POST /v1/do/example/Example",
+            "quiet",
+            method="POST",
+            path="/v1/do/example/Example",
+            body=DO_EXAMPLE_BODY,
+            baseline="floor_do",
+        ),
+        Scenario(
+            "do_observed",
+            "proxy, metrics+JSON logs POST /v1/do/example/Example",
+            "observed",
+            method="POST",
+            path="/v1/do/example/Example",
+            body=DO_EXAMPLE_BODY,
+            baseline="floor_do",
+        ),
+    ]
+
+
 def scenario_groups(
     http_body: bytes | None, typeahead: bool = False, remote: Sequence[Scenario] = ()
 ) -> list[list[Scenario]]:
@@ -261,7 +294,7 @@ def scenario_groups(
             "commands", "proxy GET /v1/commands", "proxy", path="/v1/commands", baseline="floor_commands"
         ),
     ]
-    groups = [[floor_do, do_example, *remote], [floor_commands, commands]]
+    groups = [[floor_do, do_example, *remote], observability_scenarios(), [floor_commands, commands]]
     if http_body is not None:
         do_http = Scenario(
             "do_http",
@@ -340,7 +373,7 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
     load, loadgen = choose_loadgen(args, tmp, notes)
     # The embedded /v1/do, the remote shim and Envoy; unless --remote-only, also the two floors,
     # /v1/commands, the http connector's two, the typeahead one and direct gRPC.
-    n_scenarios = 3 if args.remote_only else 10
+    n_scenarios = 3 if args.remote_only else 12
     per_round = n_scenarios * 2 * args.duration
     estimate = args.rounds * per_round + n_scenarios * args.warmup + 15
     _say(
@@ -399,6 +432,13 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
             raise RuntimeError(msg)
         pids |= {"floor": {"floor": floor.pid}, "target": {"target": target.pid}}
         ports |= {"floor": floor_port, "target": target_port}
+        for system, extra_env in (("quiet", QUIET_ENV), ("observed", OBSERVED_ENV)):
+            variant, variant_port, _ = start_proxy(procs, system, extra_env)
+            variant.wait_ready(variant_port)
+            if probe(variant_port, "POST", "/v1/do/example/Example", DO_EXAMPLE_BODY) != do_body:
+                msg = f"the {system} proxy's POST reply differs from the proxy's"
+                raise RuntimeError(msg)
+            pids[system], ports[system] = {system: variant.pid}, variant_port
 
         http_body, why = check_http_connector(proxy_port, commands_body, target_port)
         if http_body is None:

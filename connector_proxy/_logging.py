@@ -9,10 +9,11 @@ adds ``exception`` (its traceback).
 
 The access log is written in batches, like nginx's and Envoy's buffered access logs: a line is
 formatted when the answer leaves and written, with the others of the same moment, at most 0.1 s
-later (at once when 256 are waiting, and at exit). Through :mod:`logging`, one line would cost
-about 9 µs of the event loop's time per request, 8% of a local command's whole cost; batched it
-costs about 1.5 µs. Its lines go to the same stream as the rest, and have the same shape, with the
-logger ``access`` (the gRPC port's lines too). Nothing of a request's parameters is ever in a line.
+later (at once when 256 are waiting, and at exit). Through :mod:`logging`, one JSON line would
+cost about 9 µs of the event loop's time per request, 8% of a local command's whole cost; written
+this way it costs about 2 µs (1.5 µs plain). Its lines go to the same stream as the rest, in the
+same shape, with the logger ``access`` (the gRPC port's lines too). Nothing of a request's
+parameters is ever in a line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import logging
 import sys
 import time
+from json.encoder import encode_basestring as _quote
 from typing import Any, TextIO
 
 from server import correlation
@@ -131,19 +133,15 @@ class AccessLog:
         milliseconds = round(seconds * 1000, 1)
         outcome = f"{status} {error_code}" if error_code else str(status)
         if self.json_lines:
-            line: dict[str, Any] = {
-                "time": stamp,
-                "level": "INFO",
-                "logger": ACCESS_LOGGER,
-                "message": f"{command} answered {outcome} in {milliseconds} ms",
-                "request_id": request_id,
-                "command": command,
-                "status": status,
-                "duration_ms": milliseconds,
-            }
-            if error_code:
-                line["error_code"] = error_code
-            text = _encode(line)
+            # Written out rather than through json.dumps (a third of the cost); every text is quoted
+            # and escaped by json's own C function.
+            text = (
+                f'{{"time":"{stamp}","level":"INFO","logger":"{ACCESS_LOGGER}",'
+                f'"message":{_quote(f"{command} answered {outcome} in {milliseconds} ms")},'
+                f'"request_id":{_quote(request_id)},"command":{_quote(command)},"status":{status},'
+                f'"duration_ms":{milliseconds}'
+                + (f',"error_code":{_quote(error_code)}}}' if error_code else "}")
+            )
         else:
             where = f"{stamp} INFO {ACCESS_LOGGER} [{request_id}]"
             text = f"{where}: {command} answered {outcome} in {milliseconds} ms"
