@@ -35,7 +35,9 @@ def main() -> None:
             # multiprocess mode, which must be chosen before prometheus_client is imported: a new
             # interpreter, whose forked workers inherit it (and the directory, new each start).
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="connector-proxy-metrics-")
-        command = [sys.executable, "-m", "taskiq", "worker", "connector_proxy.worker:broker", *rest]
+        # taskiq's worker command, logging as the proxy does (connector_proxy._worker_command).
+        worker = ["connector_proxy.worker:broker", "--no-configure-logging", *rest]
+        command = [sys.executable, "-m", "connector_proxy._worker_command", *worker]
         os.execv(sys.executable, command)  # noqa: S606 - this interpreter, taskiq's own command line
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -6,6 +6,7 @@ mid-callback loses nothing, and the callback arrives once."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -155,6 +156,29 @@ def test_the_worker_processes_serve_their_metrics_together(tmp_path):
         attempts = "spiff_connector_proxy_job_callback_attempts_total"
         assert value(samples, attempts, outcome="delivered") == len(tasks)
         assert value(samples, "spiff_connector_proxy_job_callback_duration_seconds_count") == len(tasks)
+
+
+def test_the_workers_log_json_lines_with_the_calls_request_id(tmp_path):
+    """Every line of the worker command (its process manager and each worker process) is a JSON
+    object; the lines about a job carry the request id of the call that made it."""
+    logs = {"CONNECTOR_PROXY_LOG_FORMAT": "json"}
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff, **logs) as system:
+        response = httpx.post(
+            f"{system.base_url}/v1/do/example/Delay",
+            json=spiff_body(str(uuid.uuid4()), seconds=0, message="traced"),
+            headers={"X-Request-Id": "worker-story-5"},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["command_response"]["body"]["job_id"]
+        (call,) = spiff.wait_for(1, timeout=20)
+        wait_for_state(system.base_url, job_id, "delivered")
+    assert call.headers["x-request-id"] == "worker-story-5"
+    lines = [json.loads(line) for line in (tmp_path / "workers.log").read_text().splitlines() if line]
+    story = [line["message"] for line in lines if line.get("request_id") == "worker-story-5"]
+    assert any(f"job {job_id} (example/Delay) started" in message for message in story), story
+    assert any(f"job {job_id} (example/Delay) delivered" in message for message in story), story
+    assert any(line["logger"].startswith("taskiq") for line in lines)  # the process manager's lines
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
