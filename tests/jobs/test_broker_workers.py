@@ -161,8 +161,7 @@ def test_the_worker_processes_serve_their_metrics_together(tmp_path):
 def test_the_workers_log_json_lines_with_the_calls_request_id(tmp_path):
     """Every line of the worker command (its process manager and each worker process) is a JSON
     object; the lines about a job carry the request id of the call that made it."""
-    logs = {"CONNECTOR_PROXY_LOG_FORMAT": "json"}
-    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff, **logs) as system:
+    with FakeSpiff() as spiff, scaled_out(tmp_path, spiff, CONNECTOR_PROXY_LOG_FORMAT="json") as system:
         response = httpx.post(
             f"{system.base_url}/v1/do/example/Delay",
             json=spiff_body(str(uuid.uuid4()), seconds=0, message="traced"),
