@@ -8,10 +8,14 @@
 # Settings are the README's environment variables. The embedded job store lives on the volume
 # /var/lib/connector-proxy (owned by uid 10001, the user the proxy runs as).
 
-# --- the runtime dependencies, as listed in pyproject.toml ------------------------------------
+# --- the runtime dependencies, as listed in pyproject.toml, and those of the extras in EXTRAS ---
 FROM python:3.11-slim AS requirements
+# Comma-separated extras to install too, e.g. --build-arg EXTRAS=otel (traces; README "Tracing").
+ARG EXTRAS=""
 COPY pyproject.toml /src/
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import os, tomllib; project = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+extras = [name for name in os.environ['EXTRAS'].split(',') if name]; \
+print('\n'.join(project['dependencies'] + [d for name in extras for d in project['optional-dependencies'][name]]))" \
         > /requirements.txt
 
 # --- build: the wheel (hatchling's hook generates the gRPC code) and a venv holding it ---------

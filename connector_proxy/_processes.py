@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from connector_proxy._logging import access_log_for, configure_logging
 from connector_proxy._metrics_port import serving_metrics
+from connector_proxy._tracing import start_tracing
 from jobs import job_backend, jobs_service
 from rest_shim import Catalogue, create_app, metrics_exposition, replace_catalogue
 from server._registry import Connector, discover
@@ -132,7 +133,9 @@ def build_proxy_app(
     """The REST shim in front of ``connectors`` (called in-process) and the upstreams; with
     ``serve_grpc``, the gRPC server starts in its lifespan too (serving JobsService next to health).
     The job runner (long-running commands) starts after them. ``/readiness`` fails while ``drain``
-    is draining, until every upstream was discovered once, and when the job store is unavailable."""
+    is draining, until every upstream was discovered once, and when the job store is unavailable.
+    With tracing on (``OTEL_*`` settings), requests and command calls get spans."""
+    tracing = start_tracing()  # before any channel, server or session exists: they are instrumented
     federation = federation_for(settings, connectors)
     jobs = job_backend(settings)
     drain = drain if drain is not None else Drain(settings.drain_delay)
@@ -178,7 +181,7 @@ def build_proxy_app(
 
     app = create_app(
         Catalogue(federation.services),
-        federation,
+        federation if tracing is None else tracing.traced(federation),
         api_key=settings.api_key,
         command_timeout=settings.command_timeout,
         max_body_bytes=settings.max_body_bytes,
@@ -190,6 +193,8 @@ def build_proxy_app(
         access_log=access_log_for(settings),
         metrics=settings.metrics,
     )
+    if tracing is not None:
+        tracing.instrument_app(app, settings.path_prefix)
 
     def serve(services: Sequence[descriptor.ServiceDescriptor]) -> None:
         try:
@@ -280,6 +285,7 @@ def run_shim(settings: Settings) -> None:
 
 
 async def _grpc_only(settings: Settings) -> None:
+    start_tracing()
     connectors = discover(settings.connector_packages)
     federation = federation_for(settings, connectors)
     await federation.start(wait=_FIRST_DISCOVERY_WAIT)

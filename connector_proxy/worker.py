@@ -21,6 +21,7 @@ from taskiq import TaskiqEvents, TaskiqState
 
 from connector_proxy._logging import configure_logging
 from connector_proxy._processes import close_connectors, federation_for
+from connector_proxy._tracing import start_tracing, traced
 from jobs import broker_worker, taskiq_broker
 from rest_shim import Catalogue
 from server._registry import discover
@@ -73,6 +74,7 @@ def _serve_metrics(port: int) -> None:
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def _start(state: TaskiqState) -> None:
+    start_tracing()  # first: the channels and the callback session made below are instrumented
     if settings.metrics_port is not None:
         _serve_metrics(settings.metrics_port)
     connectors = discover(settings.connector_packages)
@@ -80,7 +82,7 @@ async def _start(state: TaskiqState) -> None:
     federation.subscribe(_use)
     await federation.start()
     _hosted["connectors"], _hosted["federation"] = connectors, federation
-    await worker.start(Catalogue(federation.services), federation)
+    await worker.start(Catalogue(federation.services), traced(federation))
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)

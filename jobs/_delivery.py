@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from opentelemetry import trace
 
 from jobs._metrics import CALLBACK_ATTEMPTS, CALLBACK_SECONDS
 from server import correlation
@@ -39,6 +40,7 @@ from server import correlation
 __all__ = ["CallbackDelivery", "Outcome", "OutcomeKind"]
 
 logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)  # a no-op unless connector_proxy turned tracing on
 
 # spiff-arena's callback route: <backend>/v1.0/tasks/<process instance id>/<task guid>/callback.
 _API_ROOT = "/v1.0/"
@@ -220,6 +222,22 @@ class CallbackDelivery:
             f"PUT {target} answered {answer}{where}; check CONNECTOR_PROXY_CALLBACK_BASE_URL.",
         )
 
+    async def _attempt(self, url: str, body: bytes, attempt: int) -> Outcome:
+        """:meth:`send` in a span of its own, ``job callback``, with its number and outcome (never the
+        URL, the credential or the body); the PUT's own span and ``traceparent`` come from aiohttp's
+        instrumentation when tracing is on."""
+        with _tracer.start_as_current_span(
+            "job callback",
+            attributes={"spiff.callback.attempt": attempt},
+            record_exception=False,  # nor a status from one: an exception's text may quote the URL
+            set_status_on_exception=False,
+        ) as span:
+            outcome = await self.send(url, body)
+            span.set_attribute("spiff.callback.outcome", outcome.kind.value)
+            if outcome.kind is not OutcomeKind.DELIVERED:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.kind.value))
+        return outcome
+
     async def deliver(
         self,
         url: str,
@@ -238,7 +256,7 @@ class CallbackDelivery:
         attempt = done
         while True:
             attempt += 1
-            outcome = await self.send(url, body)
+            outcome = await self._attempt(url, body, attempt)
             if outcome.kind is not OutcomeKind.RETRY:
                 return outcome, attempt
             if attempt >= self.attempts:

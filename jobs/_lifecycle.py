@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry import trace
+
 from jobs._delivery import CallbackDelivery, Outcome, OutcomeKind
 from rest_shim._catalog import CommandSpec
 from rest_shim._jobs import JobState
@@ -24,6 +26,7 @@ from server.invocation import Invoker
 __all__ = ["Ledger", "PendingDelivery", "deliver_job", "execute_job", "run_job"]
 
 logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)  # a no-op unless connector_proxy turned tracing on
 
 
 @dataclass(frozen=True)
@@ -110,13 +113,21 @@ async def execute_job(
     if attempt > 1:
         logs = (f"Ran as job {job_id}, attempt {attempt}: the process running an earlier one stopped.",)
     started = time.monotonic()
-    try:
-        result = await run_job(specs, invoker, command, request, timeout=timeout, logs=logs)
-    except Exception:
-        # Invokers answer failures as replies; this is a bug or a broken channel.
-        logger.exception("job %s (%s) could not be run", job_id, command_id)
-        message = "The proxy failed unexpectedly while running the command; its log has the details."
-        result = json_values.dumps(error_envelope(500, "Internal", message, logs)).encode()
+    # A span in the trace of the call that made the job (its carrier is restored around this).
+    with _tracer.start_as_current_span(
+        f"job run {command_id}",
+        kind=trace.SpanKind.CONSUMER,
+        attributes={"spiff.job.id": job_id, "spiff.command": command_id, "spiff.job.attempt": attempt},
+        record_exception=False,
+    ) as span:
+        try:
+            result = await run_job(specs, invoker, command, request, timeout=timeout, logs=logs)
+        except Exception:
+            # Invokers answer failures as replies; this is a bug or a broken channel.
+            span.set_status(trace.Status(trace.StatusCode.ERROR, "Internal"))
+            logger.exception("job %s (%s) could not be run", job_id, command_id)
+            message = "The proxy failed unexpectedly while running the command; its log has the details."
+            result = json_values.dumps(error_envelope(500, "Internal", message, logs)).encode()
     logger.info("job %s (%s) ran in %.2f s", job_id, command_id, time.monotonic() - started)
     return result.decode()
 
