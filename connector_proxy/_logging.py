@@ -35,6 +35,7 @@ __all__ = ["AccessLog", "JsonFormatter", "access_log_for", "configure_logging"]
 
 _PLAIN = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
 # Fields a record may carry (``extra=``) that a JSON line shows.
+_MAX_PARTS = 1024  # the access log's remembered (command, status, error_code) line parts
 _FIELDS = ("request_id", "command", "status", "code", "duration_ms", "error_code")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
@@ -132,6 +133,7 @@ class AccessLog:
         self.batch = batch
         self._clock = _Clock(utc=json_lines)
         self._answers: list[tuple[float, str, int, str, float, str]] = []
+        self._parts: dict[tuple[str, int, str], tuple[str, str, str]] = {}
         self._timer: asyncio.TimerHandle | None = None
         atexit.register(self.flush)
 
@@ -152,18 +154,31 @@ class AccessLog:
         stamp = self._clock.stamp(when)
         tenths = int(seconds * 10_000 + 0.5)  # of a millisecond; cheaper than round() and a float's repr
         milliseconds = f"{tenths // 10}.{tenths % 10}"
+        parts = self._parts.get((command, status, error_code))
+        if parts is None:
+            if len(self._parts) >= _MAX_PARTS:  # error codes come from upstreams too: any text
+                self._parts.clear()
+            parts = self._parts[command, status, error_code] = self._parts_of(command, status, error_code)
+        head, middle, tail = parts
+        if self.json_lines:
+            return (
+                f'{{"time":"{stamp}",{head}{milliseconds}{middle}{_quote(request_id)}{tail}{milliseconds}}}'
+            )
+        return f"{stamp} INFO {ACCESS_LOGGER} [{request_id}]: {head}{milliseconds}{middle}"
+
+    def _parts_of(self, command: str, status: int, error_code: str) -> tuple[str, str, str]:
+        """What a line of an answer says besides its time, duration and request id: the same for
+        every answer of one command with one status and error_code (so made once)."""
         outcome = f"{status} {error_code}" if error_code else str(status)
         if not self.json_lines:
-            where = f"{stamp} INFO {ACCESS_LOGGER} [{request_id}]"
-            return f"{where}: {command} answered {outcome} in {milliseconds} ms"
-        # Written out rather than through json.dumps (a third of the cost); every text is quoted and
-        # escaped by json's own C function.
-        return (
-            f'{{"time":"{stamp}","level":"INFO","logger":"{ACCESS_LOGGER}",'
-            f'"message":{_quote(f"{command} answered {outcome} in {milliseconds} ms")},'
-            f'"request_id":{_quote(request_id)},"command":{_quote(command)},"status":{status},'
-            f'"duration_ms":{milliseconds}' + (f',"error_code":{_quote(error_code)}}}' if error_code else "}")
-        )
+            return f"{command} answered {outcome} in ", " ms", ""
+        # JSON written out rather than through json.dumps (a third of the cost); every text is
+        # quoted and escaped by json's own C function.
+        message = _quote(f"{command} answered {outcome} in ")[:-1]
+        error = f',"error_code":{_quote(error_code)}' if error_code else ""
+        head = f'"level":"INFO","logger":"{ACCESS_LOGGER}","message":{message}'
+        tail = f',"command":{_quote(command)},"status":{status}{error},"duration_ms":'
+        return head, ' ms","request_id":', tail
 
     def flush(self) -> None:
         """Writes the waiting lines now."""

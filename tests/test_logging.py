@@ -324,3 +324,16 @@ async def test_an_upstream_server_logs_the_callers_request_id(connectors, captur
     assert answer.status_code == 200
     (line,) = [line for line in json_lines(captured.getvalue()) if line["logger"] == "access"]
     assert (line["request_id"], line["command"], line["code"]) == ("via-grpc-1", "example/Example", "OK")
+
+
+def test_access_lines_stay_json_whatever_an_upstream_calls_its_error():
+    stream = io.StringIO()
+    access = AccessLog(stream, json_lines=True)
+    odd = 'Bad"Code\\with\nnewline, ünïcode'
+    access("jsonata/Evaluate", 500, odd, 0.25, "r9")
+    access("jsonata/Evaluate", 500, odd, 0.0, "r10")  # the same parts, remembered
+    access.flush()
+    first, second = json_lines(stream.getvalue())
+    assert (first["error_code"], first["request_id"], first["duration_ms"]) == (odd, "r9", 250.0)
+    assert (second["error_code"], second["request_id"], second["duration_ms"]) == (odd, "r10", 0.0)
+    assert first["message"] == f"jsonata/Evaluate answered 500 {odd} in 250.0 ms"
