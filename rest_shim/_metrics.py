@@ -72,6 +72,12 @@ class _ShimCollector(Collector):
         )
         for (route, method, status), count in list(self.requests.items()):
             requests.add_metric([route, method, str(status)], count)
+        # POST /v1/do is counted once, by its answers (one count on the hot path, not two).
+        do_requests: defaultdict[int, int] = defaultdict(int)
+        for (_, status, _), count in list(self.answers.items()):
+            do_requests[status] += count
+        for status, count in do_requests.items():
+            requests.add_metric([DO_ROUTE, "POST", str(status)], count)
         yield requests
         yield GaugeMetricFamily(
             "spiff_connector_proxy_http_requests_in_flight", "HTTP requests being answered.", self.in_flight
@@ -113,10 +119,9 @@ def command_started() -> None:
 
 
 def command_answered(command: str, status: int, error_code: str, seconds: float) -> None:
-    """Counts one ``/v1/do`` answer (its request too: that route is not wrapped by
+    """Counts one ``/v1/do`` answer (its request too, when scraped: that route is not wrapped by
     :func:`counting`); ``command`` must already be a catalogue id or ``unknown``."""
     _COLLECTOR.in_flight -= 1
-    _COLLECTOR.requests[DO_ROUTE, "POST", status] += 1
     _COLLECTOR.answers[command, status, _bounded_error_code(error_code)] += 1
     histogram = _COLLECTOR.durations.get(command)
     if histogram is None:
@@ -133,7 +138,10 @@ def command_crashed(command: str) -> None:
 
 
 def request_answered(route: str | None, method: str, status: int) -> None:
-    """Counts one answer; ``route`` is the matched route's template, or None (``unmatched``)."""
+    """Counts one answer; ``route`` is the matched route's template, or None (``unmatched``).
+    A ``POST /v1/do`` is counted by its answer (:func:`command_answered`, :func:`command_crashed`)."""
+    if route == DO_ROUTE and method == "POST":
+        return
     _COLLECTOR.requests[route or "unmatched", method if method in _METHODS else "other", status] += 1
 
 
