@@ -76,7 +76,11 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
             elif (isinstance(value, float) and value.is_integer()) or (
                 isinstance(value, str) and _INT_TEXT.fullmatch(value)
             ):
-                number = int(value)
+                try:
+                    number = int(value)
+                except ValueError:  # "1\x1f" (\s matches \x1c-\x1f, int() does not), or over 4300 digits
+                    msg = "must be an integer"
+                    raise _Bad(msg) from None
             else:
                 msg = "must be an integer"
                 raise _Bad(msg)
@@ -103,7 +107,11 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
 
         def to_float(value: Any, path: str, bad: list[Violation]) -> Any:
             if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
+                try:
+                    return float(value)
+                except OverflowError:  # an integer beyond a double's range, e.g. 10**400
+                    msg = "is out of range for a number"
+                    raise _Bad(msg) from None
             if isinstance(value, str):
                 try:
                     number = float(value)
