@@ -95,8 +95,8 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parses strict JSON (no NaN or Infinity, nor numbers like 1e400 that overflow to them),
-    keeping integers exact.
+    """Parses strict JSON (no NaN or Infinity, nor numbers like 1e400 that overflow to them, nor
+    lone surrogates), keeping integers exact (up to CPython's 4,300 digits).
 
     Raises:
         ValueError: the text is not such JSON, or is nested too deeply to parse.
@@ -104,9 +104,22 @@ def loads(text: str | bytes) -> Any:
     if isinstance(text, bytes):
         text = text.decode()  # JSON between systems is UTF-8 (RFC 8259 §8.1)
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except RecursionError:
         msg = "the JSON is nested too deeply"
+        raise ValueError(msg) from None
+    if "\\ud" in text or "\\uD" in text:  # a surrogate escape: rare, so checked only then
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """JSON may escape half of a UTF-16 pair alone ("\\ud800"): valid JSON, but not Unicode text,
+    which no string field, log line or answer can hold (RFC 8259 §8.2 leaves it to the parser)."""
+    try:
+        _ENCODER.encode(value).encode()
+    except UnicodeEncodeError:
+        msg = "the JSON holds a lone surrogate (a \\ud800-\\udfff escape that is not half of a pair)"
         raise ValueError(msg) from None
 
 

@@ -51,7 +51,7 @@ THROUGH_SHIM = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
-# CPython refuses to turn longer integers into text or back (CVE-2020-10735); see the xfail below.
+# CPython refuses to turn longer integers into text or back (CVE-2020-10735); the README says so.
 INT_DIGITS = sys.get_int_max_str_digits() or 4300
 RESERVED = ("spiff__", "proxy__")
 SPIFF_KEYS = (
@@ -143,18 +143,15 @@ def test_any_json_value_crosses_json_value_unchanged(value):
     assert json_values.dumps(json_values.loads(carried.json)) == carried.json
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "The README promises integers of any size, but json_values.dumps(10**4300) raises "
-        "'Exceeds the limit (4300 digits) for integer string conversion' (CPython's "
-        "sys.int_max_str_digits), and a body holding such an integer is 400 InvalidJson."
-    ),
-)
-def test_integers_longer_than_cpythons_digit_limit_stay_integers():
-    big = 10**INT_DIGITS
-    assert json_values.load(json_values.dump(big)) == big
+def test_integers_longer_than_cpythons_digit_limit_are_refused_not_mangled():
+    """The README's limit: integers of up to 4,300 digits (CPython's guard against quadratic
+    int-text conversion, CVE-2020-10735) stay integers; longer ones are refused, never rounded."""
+    longest = 10**INT_DIGITS - 1
+    assert json_values.load(json_values.dump(longest)) == longest
+    with pytest.raises(ValueError, match="limit"):
+        json_values.dumps(10**INT_DIGITS)
+    with pytest.raises(ValueError, match="limit"):
+        json_values.loads("1" * (INT_DIGITS + 1))
 
 
 # --- bodies ------------------------------------------------------------------------------------
@@ -339,7 +336,7 @@ def test_every_body_decodes_or_names_its_bad_fields(catalogue, command):
     spec = find(catalogue, command)
     outcomes = set()
 
-    # Lone surrogates make a SpiffContext fail (see the xfail below): only where there is none.
+    # A SpiffContext cannot hold a lone surrogate; json_values.loads refuses them before any decoder.
     @PROPERTY
     @given(body=bodies(spec, surrogates=spec.decoder.context_field is None))
     def check(body):
@@ -368,38 +365,9 @@ def test_values_found_to_escape_the_decoder_are_violations(catalogue, parameter,
     assert [f"{v.field} {v.description}" for v in decoded.violations] == [problem]
 
 
-# Lone surrogates ("\ud800" in the JSON text, valid JSON but not Unicode) where the decoder or
-# the shim does not expect them. Not fixed here: whether the shim should refuse them as
-# InvalidJson, escape them, or name them is a choice to make once, for every place.
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason=(
-        "decode() raises UnicodeEncodeError (a 500 through the shim) for a spiff__task_id, "
-        "spiff__process_model_identifier or spiff__callback_url holding a lone surrogate, on a "
-        'command with a SpiffContext: rich/Echo {"name": "ada", "spiff__task_id": "\\ud800"}'
-    ),
-)
-def test_lone_surrogate_in_a_spiff_key_is_a_violation(catalogue):
-    decoded = find(catalogue, "rich/Echo").decoder.decode({"name": "ada", "spiff__task_id": "\ud800"})
-    assert decoded.message is None
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "A value protobuf cannot build (a lone surrogate in a map key) gives '(body) cannot be "
-        "built' and also 'name is required', though name was sent: rich/Echo "
-        '{"name": "ada", "scores": {"\\ud800": 1}}'
-    ),
-)
-def test_a_body_that_cannot_be_built_names_no_sent_field_as_missing(catalogue):
-    decoded = find(catalogue, "rich/Echo").decoder.decode({"name": "ada", "scores": {"\ud800": 1}})
-    assert decoded.message is None
-    assert [v.field for v in decoded.violations] == ["(body)"]
+# Lone surrogates ("\ud800" in the JSON text: valid JSON, not Unicode) never reach a decoder:
+# json_values.loads refuses them (see the shim's tests below). The decoder-only property above
+# still feeds them to commands without a SpiffContext, where they are named or refused.
 
 
 # --- through the shim --------------------------------------------------------------------------
@@ -430,19 +398,38 @@ async def post(client: httpx.AsyncClient, command: str, body: dict[str, Any]) ->
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason=(
-        "An unknown key with a lone surrogate in a nested object is named in the 400 answer's "
-        "message as is, and writing that answer as UTF-8 fails (500): rich/Echo "
-        '{"name": "ada", "inner": {"label": "x", "\\ud800": 1}}'
-    ),
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "ada", "inner": {"label": "x", "\ud800": 1}},  # a nested unknown key
+        {"name": "ada", "scores": {"\ud800": 1}},  # a map key
+        {"name": "ada", "spiff__task_id": "\ud800"},  # a SpiffContext's value
+        {"name": "\udfff"},  # a string parameter
+    ],
+    ids=["nested-key", "map-key", "spiff-key", "string"],
 )
-async def test_lone_surrogate_in_a_nested_key_is_answered_400(shim):
-    status, payload = await post(shim, "rich/Echo", {"name": "ada", "inner": {"label": "x", "\ud800": 1}})
+async def test_lone_surrogates_are_invalid_json(shim, body):
+    status, payload = await post(shim, "rich/Echo", body)
     assert status == 400
-    assert payload["error"]["error_code"] == "InvalidParameters"
+    assert payload["error"]["error_code"] == "InvalidJson"
+    assert "lone surrogate" in payload["error"]["message"]
+
+
+@pytest.mark.anyio
+async def test_surrogate_pairs_are_ordinary_text(shim):
+    status, payload = await post(shim, "conformance/Echo", {"value": "\ud83d\ude00 \U0001f600"})
+    assert status == 200
+    assert payload["command_response"]["body"] == "\U0001f600 \U0001f600"
+
+
+@pytest.mark.anyio
+async def test_a_longer_integer_than_the_limit_is_invalid_json(shim):
+    content = b'{"value": 1' + b"0" * INT_DIGITS + b"}"  # json.dumps itself refuses to write it
+    response = await shim.post(
+        "/v1/do/conformance/Echo", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["error_code"] == "InvalidJson"
 
 
 @pytest.mark.anyio
@@ -464,7 +451,7 @@ async def test_any_json_value_crosses_the_shim_unchanged(shim, value):
 
 
 def _shim_cases(command: str) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
-    # No lone surrogates: an answer naming one is not UTF-8 (see the xfail below).
+    # No lone surrogates: the shim refuses them as InvalidJson before decoding (tested above).
     return st.tuples(st.just(command), bodies(find(specs(), command), async_key=False, surrogates=False))
 
 
