@@ -7,6 +7,7 @@ embedded runner and the broker worker differ only in where they claim jobs and k
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -23,7 +24,15 @@ from rest_shim._status import error_envelope
 from server import json_values
 from server.invocation import Invoker
 
-__all__ = ["Ledger", "PendingDelivery", "deliver_job", "execute_job", "run_job"]
+__all__ = [
+    "Ledger",
+    "PendingDelivery",
+    "context_of",
+    "context_text",
+    "deliver_job",
+    "execute_job",
+    "run_job",
+]
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)  # a no-op unless connector_proxy turned tracing on
@@ -39,6 +48,16 @@ class PendingDelivery:
     result: str
     delivery_attempts: int
     context: dict[str, str] = field(default_factory=dict)  # the accepting call's carrier
+
+
+def context_text(context: dict[str, str]) -> str:
+    """A job's carrier (:func:`server.correlation.carrier`) as a store keeps it: JSON, ``""`` for none."""
+    return json.dumps(context) if context else ""
+
+
+def context_of(text: str | None) -> dict[str, str]:
+    """The carrier :func:`context_text` wrote (``""`` or a missing value: none)."""
+    return json.loads(text) if text else {}
 
 
 class Ledger(Protocol):

@@ -20,11 +20,11 @@ The scripts compute key names from the namespace, so they need one Redis server 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobs._lifecycle import context_of, context_text
 from rest_shim._jobs import JobState, JobView, NewJob, Submitted
 
 if TYPE_CHECKING:
@@ -235,14 +235,6 @@ class Claim:
     delivery_attempts: int
 
 
-def _context_text(context: dict[str, str]) -> str:
-    return json.dumps(context) if context else ""
-
-
-def _context(text: str) -> dict[str, str]:
-    return json.loads(text) if text else {}
-
-
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -291,7 +283,7 @@ class RedisJobStore:
             self.abandon_after,
             job.command,
             job.callback_url,
-            _context_text(job.context),
+            context_text(job.context),
         )
         existing_id, state, created = (_text(item) or "" for item in reply)
         return Submitted(existing_id, JobState(state), created=created == "1")
@@ -315,7 +307,7 @@ class RedisJobStore:
             created_at,
             job.command,
             job.callback_url,
-            _context_text(job.context),
+            context_text(job.context),
         )
         state, attempts, result, delivery_attempts = reply
         return Claim(JobState(_text(state) or ""), int(attempts), _text(result), int(delivery_attempts or 0))
@@ -339,7 +331,7 @@ class RedisJobStore:
         if outcome == "refused":
             return fields[0]
         method, command_id, callback_url, task_id, created_at, context = fields
-        job = NewJob(method, command_id, b"", callback_url, task_id or None, _context(context))
+        job = NewJob(method, command_id, b"", callback_url, task_id or None, context_of(context))
         return job, float(created_at)
 
     async def purge(self, older_than: float) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import sqlite3
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobs._lifecycle import PendingDelivery
+from jobs._lifecycle import PendingDelivery, context_of, context_text
 from rest_shim._jobs import JobState, JobView, NewJob, Submitted
 
 __all__ = ["ClaimedJob", "JobStore"]
@@ -57,14 +56,6 @@ PRAGMA user_version = {SCHEMA_VERSION};
 _MIGRATIONS = {
     1: "ALTER TABLE jobs ADD COLUMN context TEXT;",  # the carrier (request id, trace context)
 }
-
-
-def _context_text(context: dict[str, str]) -> str | None:
-    return json.dumps(context) if context else None
-
-
-def _context(text: str | None) -> dict[str, str]:
-    return json.loads(text) if text else {}
 
 
 @dataclass(frozen=True)
@@ -232,7 +223,7 @@ class JobStore:
                     job.callback_url,
                     now,
                     now,
-                    _context_text(job.context),
+                    context_text(job.context) or None,
                 ),
             )
             db.execute("COMMIT")
@@ -253,7 +244,7 @@ class JobStore:
             return None
         job_id, command, command_id, request, callback_url, attempts, context = rows[0]
         return ClaimedJob(
-            job_id, command, command_id, bytes(request or b""), callback_url, attempts, _context(context)
+            job_id, command, command_id, bytes(request or b""), callback_url, attempts, context_of(context)
         )
 
     def finish_run(self, job_id: str, result: str) -> None:
@@ -278,7 +269,7 @@ class JobStore:
             " WHERE state = 'delivering' ORDER BY updated_at, rowid"
         ).fetchall()
         return [
-            PendingDelivery(job_id, command_id, url, result, attempts, _context(context))
+            PendingDelivery(job_id, command_id, url, result, attempts, context_of(context))
             for job_id, command_id, url, result, attempts, context in rows
         ]
 
@@ -313,7 +304,7 @@ class JobStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return PendingDelivery(job_id, row[3], row[4], row[1], 0, _context(row[5]))
+        return PendingDelivery(job_id, row[3], row[4], row[1], 0, context_of(row[5]))
 
     def get(self, job_id: str) -> JobView | None:
         row = self.db.execute(
