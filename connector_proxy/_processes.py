@@ -23,16 +23,19 @@ from connector_proxy._metrics_port import serving_metrics
 from connector_proxy._tracing import start_tracing
 from jobs import job_backend, jobs_service
 from rest_shim import Catalogue, create_app, metrics_exposition, replace_catalogue
+from server import bulkheads
 from server._registry import Connector, discover
+from server.admission import Admission
 from server.app import ExtraService, create_server
 from server.health import Health
 from server.metrics import exposition
 from server.security import server_credentials
-from server.settings import Settings
+from server.settings import Settings, connector_env_name
 from server.upstreams import Federation, Upstream
 
 __all__ = [
     "Drain",
+    "admission_for",
     "build_proxy_app",
     "close_connectors",
     "configure_logging",
@@ -83,6 +86,23 @@ class Drain:
             await health.drain()
 
 
+def admission_for(settings: Settings, connectors: Sequence[Connector]) -> Admission:
+    """The process's limits: the admission of calls, and each connector's pool (its bulkhead).
+
+    A ``CONNECTOR_PROXY_CONNECTOR_THREADS_<NAME>`` that names no hosted connector is a mistake
+    (a typo would silently keep the default), so it stops start-up.
+    """
+    by_env_name = {connector_env_name(c.name): c.name for c in connectors}
+    unknown = [name for name, _ in settings.connector_thread_sizes if name not in by_env_name]
+    if unknown and connectors:
+        names = ", ".join(f"CONNECTOR_PROXY_CONNECTOR_THREADS_{name}" for name in unknown)
+        msg = f"{names}: no hosted connector has that name (hosted: {', '.join(sorted(by_env_name))})"
+        raise ValueError(msg)
+    sizes = {by_env_name[name]: size for name, size in settings.connector_thread_sizes if name in by_env_name}
+    bulkheads.configure(settings.connector_threads, sizes)
+    return Admission(settings.max_in_flight, settings.max_body_bytes_in_flight)
+
+
 def federation_for(settings: Settings, connectors: Sequence[Connector]) -> Federation:
     """The local ``connectors`` and the upstreams of ``CONNECTOR_PROXY_GRPC_TARGETS``."""
     upstreams = [
@@ -103,6 +123,7 @@ async def _serve_grpc(
     federation: Federation,
     services: Sequence[ExtraService] = (),
     health: Health | None = None,
+    admission: Admission | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     credentials = None
     if settings.grpc_tls_cert_file is not None and settings.grpc_tls_key_file is not None:
@@ -120,6 +141,7 @@ async def _serve_grpc(
         health=health,
         metrics=settings.metrics,
         access_log=settings.access_log,
+        admission=admission,
     )
 
 
@@ -139,6 +161,7 @@ def build_proxy_app(
     federation = federation_for(settings, connectors)
     jobs = job_backend(settings)
     drain = drain if drain is not None else Drain(settings.drain_delay)
+    admission = admission_for(settings, connectors)
 
     def readiness_problems() -> list[str]:
         problems = ["draining: the process is shutting down"] if drain.draining else []
@@ -161,7 +184,12 @@ def build_proxy_app(
         health = Health()
         if serve_grpc:
             server, _ = await _serve_grpc(
-                settings, connectors, federation, services=[jobs_service(jobs)], health=health
+                settings,
+                connectors,
+                federation,
+                services=[jobs_service(jobs)],
+                health=health,
+                admission=admission,
             )
             await drain.report_to(health)
         try:
@@ -192,6 +220,7 @@ def build_proxy_app(
         readiness=readiness_problems,
         access_log=access_log_for(settings),
         metrics=settings.metrics,
+        admission=admission,
     )
     if tracing is not None:
         tracing.instrument_app(app, settings.path_prefix)
@@ -290,7 +319,9 @@ async def _grpc_only(settings: Settings) -> None:
     federation = federation_for(settings, connectors)
     await federation.start(wait=_FIRST_DISCOVERY_WAIT)
     health = Health()
-    server, port = await _serve_grpc(settings, connectors, federation, health=health)
+    server, port = await _serve_grpc(
+        settings, connectors, federation, health=health, admission=admission_for(settings, connectors)
+    )
     async with contextlib.AsyncExitStack() as stack:
         if settings.metrics_port is not None:
             await stack.enter_async_context(

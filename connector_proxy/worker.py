@@ -20,7 +20,7 @@ from google.protobuf import descriptor
 from taskiq import TaskiqEvents, TaskiqState
 
 from connector_proxy._logging import configure_logging
-from connector_proxy._processes import close_connectors, federation_for
+from connector_proxy._processes import admission_for, close_connectors, federation_for
 from connector_proxy._tracing import start_tracing, traced
 from jobs import broker_worker, taskiq_broker
 from rest_shim import Catalogue
@@ -78,6 +78,7 @@ async def _start(state: TaskiqState) -> None:
     if settings.metrics_port is not None:
         _serve_metrics(settings.metrics_port)
     connectors = discover(settings.connector_packages)
+    admission_for(settings, connectors)  # each connector's pool, as in the proxy
     federation = federation_for(settings, connectors)
     federation.subscribe(_use)
     await federation.start()

@@ -15,15 +15,17 @@ attribute read imports the module, the type checker sees the real one. Unlike
 
 Plain ``def`` commands run in worker threads, where the first import blocks nobody. An ``async def``
 command whose SDK is slow to import (psycopg: about 160 ms) awaits ``import_in_thread(module)``
-before using it, so that the first call does not stall the event loop.
+before using it, so that the first call does not stall the event loop; the import takes a thread
+of the connector's own pool, like its other blocking work.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from types import ModuleType
 from typing import Any
+
+from server import run_blocking
 
 __all__ = ["import_in_thread", "lazy_import"]
 
@@ -65,4 +67,4 @@ async def import_in_thread(*modules: object) -> None:
     """
     pending = [m for m in modules if isinstance(m, _LazyModule) and m.__lazy_module__ is None]
     if pending:
-        await asyncio.to_thread(lambda: [_load(m) for m in pending])
+        await run_blocking(lambda: [_load(m) for m in pending])

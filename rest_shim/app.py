@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
@@ -24,6 +25,8 @@ from rest_shim._proxy_options import prefers_async, split_proxy_options
 from rest_shim._reply import render_reply
 from rest_shim._status import HTTP_STATUS, envelope, error_envelope
 from server import correlation, json_values
+from server.admission import Admission, Ticket
+from server.errors import ProxyBusy
 from server.invocation import Invoker
 from server.metrics import exposition
 
@@ -69,6 +72,17 @@ def _reply(status: int, payload: dict[str, Any]) -> Response:
     return response
 
 
+def _retry_after(response: Response, seconds: float) -> Response:
+    response.raw_headers.append((b"retry-after", str(max(1, math.ceil(seconds))).encode()))
+    return response
+
+
+def _busy(exc: ProxyBusy) -> Response:
+    """503 ``ProxyBusy`` with ``Retry-After``: the call was not admitted."""
+    response = _reply(503, error_envelope(503, exc.error_code, exc.message))
+    return _retry_after(response, exc.retry_after or 1.0)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -90,8 +104,10 @@ class ProxyEndpoints:
         readiness: Callable[[], list[str]] | None = None,
         access_log: AccessLog | None = None,
         metrics: bool = True,
+        admission: Admission | None = None,
     ) -> None:
         self.jobs = jobs
+        self.admission = admission
         self.access_log = access_log
         self.metrics_on = metrics
         self.readiness_problems = readiness
@@ -189,10 +205,9 @@ class ProxyEndpoints:
         results = spec.layout.command_response(reply.response, 200)["body"]
         return _JSONResponse(_dumps([] if results is None else results))
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise _TooLarge
+    async def _read_body(self, request: Request, ticket: Ticket | None) -> bytes:
+        """The body, at most ``max_body_bytes`` of it; bytes beyond what ``ticket`` holds
+        (a body without Content-Length, or longer than it said) are added to it as they come."""
         # Straight from the ASGI channel: small bodies arrive in one message, and this path
         # is hot enough for Request.stream()'s async generator to show up in profiles.
         chunks: list[bytes] = []
@@ -205,6 +220,8 @@ class ProxyEndpoints:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise _TooLarge
+            if ticket is not None and size > ticket.bytes:
+                ticket.grow(size - ticket.bytes)
             chunks.append(chunk)
             if not event.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -271,13 +288,36 @@ class ProxyEndpoints:
                     404, "command_not_found", f"There is no command {connector}/{command} on this proxy."
                 ),
             )
+        declared = request.headers.get("content-length")
+        size = int(declared) if declared is not None and declared.isdigit() else 0
+        if size > self.max_body_bytes:
+            return self._too_large()
+        if self.admission is None:
+            return await self._admitted(request, spec, None)
         try:
-            raw = await self._read_body(request)
+            ticket = self.admission.admit(size)
+        except ProxyBusy as exc:
+            return _busy(exc)
+        try:
+            return await self._admitted(request, spec, ticket)
+        finally:
+            ticket.release()
+
+    def _too_large(self) -> Response:
+        limit = f"{self.max_body_bytes} bytes"
+        return _reply(
+            413, error_envelope(413, "PayloadTooLarge", f"The request body is larger than {limit}.")
+        )
+
+    async def _admitted(self, request: Request, spec: CommandSpec, ticket: Ticket | None) -> Response:
+        connector = request.path_params["connector"]
+        command = request.path_params["command"]
+        try:
+            raw = await self._read_body(request, ticket)
+        except ProxyBusy as exc:
+            return _busy(exc)
         except _TooLarge:
-            limit = f"{self.max_body_bytes} bytes"
-            return _reply(
-                413, error_envelope(413, "PayloadTooLarge", f"The request body is larger than {limit}.")
-            )
+            return self._too_large()
         except ClientDisconnect:
             # The caller hung up mid-body: nothing ran and nobody is left to answer; not an error.
             logger.info("client left during the body of %s/%s", connector, command)
@@ -328,6 +368,8 @@ class ProxyEndpoints:
         response = _JSONResponse(payload, status_code=status)
         if reply.failure is not None:
             response.error_code = reply.failure.error_code
+            if reply.failure.retry_after is not None:
+                _retry_after(response, reply.failure.retry_after)
         return response
 
     async def _accept(
@@ -489,6 +531,7 @@ def create_app(
     readiness: Callable[[], list[str]] | None = None,
     access_log: AccessLog | None = None,
     metrics: bool = True,
+    admission: Admission | None = None,
 ) -> Starlette:
     """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}``,
     ``/v1/jobs``, ``/openapi.json``, liveness and readiness.
@@ -509,6 +552,8 @@ def create_app(
         readiness: why this process should get no traffic now (e.g. draining), asked by
             ``GET /readiness`` with the job backend's own check; ready when both say nothing.
         access_log: told of every ``/v1/do`` answer (one access line each); None for none.
+        admission: the process's limits on calls in flight and bytes of bodies held; a
+            ``/v1/do`` beyond them is answered 503 ``ProxyBusy`` with ``Retry-After``.
         metrics: count requests for ``GET /metrics``; False serves no ``/metrics`` and counts
             nothing.
 
@@ -532,6 +577,7 @@ def create_app(
         readiness=readiness,
         access_log=access_log,
         metrics=metrics,
+        admission=admission,
     )
     if jobs is not None:
         lifespan = _with_jobs(lifespan, jobs, endpoints)

@@ -16,6 +16,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from server import correlation
 from server._reflection import LiveReflection
 from server._registry import Command, Connector
+from server.admission import Admission
+from server.errors import ProxyBusy
 from server.forwarding import UpstreamForwarder
 from server.health import Health
 from server.invocation import Reply, ServerContext, execute_within
@@ -76,7 +78,28 @@ def _log_access(command: Command, reply: Reply, seconds: float) -> None:
     )
 
 
-def _method_handler(command: Command, access_log: bool) -> grpc.RpcMethodHandler[Any, Any]:
+async def _admitted(
+    admission: Admission | None,
+    command: Command,
+    request: message.Message,
+    context: grpc.aio.ServicerContext[object, object],
+    timeout: float | None,
+) -> Reply:
+    if admission is None:
+        return await execute_within(command, request, ServerContext(context), timeout, margin=DEADLINE_MARGIN)
+    try:
+        ticket = admission.admit(request.ByteSize())
+    except ProxyBusy as exc:
+        return Reply(None, exc.to_failure())
+    try:
+        return await execute_within(command, request, ServerContext(context), timeout, margin=DEADLINE_MARGIN)
+    finally:
+        ticket.release()
+
+
+def _method_handler(
+    command: Command, access_log: bool, admission: Admission | None
+) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: message.Message, context: grpc.aio.ServicerContext[object, object]) -> object:
         started = time.perf_counter()
         # The server ends an overrunning command itself, just before the caller's deadline,
@@ -87,9 +110,7 @@ def _method_handler(command: Command, access_log: bool) -> grpc.RpcMethodHandler
             (v for k, v in context.invocation_metadata() or () if k == correlation.REQUEST_ID_HEADER), None
         )
         with correlation.bound(correlation.accept_request_id(given if isinstance(given, str) else None)):
-            reply = await execute_within(
-                command, request, ServerContext(context), timeout, margin=DEADLINE_MARGIN
-            )
+            reply = await _admitted(admission, command, request, context, timeout)
             if access_log:
                 _log_access(command, reply, time.perf_counter() - started)
         logs = tuple((LOG_METADATA_KEY, line.encode()) for line in reply.logs)
@@ -122,6 +143,7 @@ async def create_server(
     health: Health | None = None,
     metrics: bool = True,
     access_log: bool = False,
+    admission: Admission | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds and starts a server hosting ``connectors`` (and ``services``, which are not
     connectors) on ``address`` (``host:0`` picks a port).
@@ -136,6 +158,8 @@ async def create_server(
         metrics: count calls by method and code (:mod:`server.metrics`).
         access_log: log one INFO line per command answered (logger ``access``), with the
             caller's ``x-request-id`` (or a new one) as the request id.
+        admission: the process's limits on calls in flight and bytes held (shared with the
+            REST shim); a call beyond them is refused UNAVAILABLE ``ProxyBusy`` with a RetryInfo.
 
     Returns:
         The started server and the port it is bound to.
@@ -148,7 +172,8 @@ async def create_server(
     server = grpc.aio.server(options=options, interceptors=interceptors)
     for connector in connectors:
         handlers = {
-            command.method.name: _method_handler(command, access_log) for command in connector.commands
+            command.method.name: _method_handler(command, access_log, admission)
+            for command in connector.commands
         }
         server.add_registered_method_handlers(connector.service.full_name, handlers)
         server.add_generic_rpc_handlers(
@@ -158,7 +183,7 @@ async def create_server(
     for service in services:
         service.add_to_server(server)
     if federation is not None:
-        server.add_generic_rpc_handlers((UpstreamForwarder(federation),))
+        server.add_generic_rpc_handlers((UpstreamForwarder(federation, admission),))
 
     health_servicer = health if health is not None else Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

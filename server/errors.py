@@ -16,24 +16,28 @@
      ├── Unimplemented               UNIMPLEMENTED
      ├── Internal                    INTERNAL
      ├── Unavailable                 UNAVAILABLE: an upstream could not be reached; worth retrying
+     │    ├── ConnectorBusy          every thread of the connector's pool is taken (a slow dependency)
+     │    └── ProxyBusy              the process holds as many calls or body bytes as it may
      ├── DataLoss                    DATA_LOSS
      └── Unauthenticated             UNAUTHENTICATED
 
 ``for_code(code)`` gives the class of a gRPC code, for connectors that compute the code.
 
 Over gRPC a failure travels as a google.rpc.Status whose details hold an ErrorInfo
-(reason = error_code), a BadRequest for parameter violations, and optionally the
-command's partial result (its own response message, e.g. an upstream 404 body).
+(reason = error_code), a BadRequest for parameter violations, a RetryInfo when the caller
+should try again later (REST: ``Retry-After``), and optionally the command's partial result (its
+own response message, e.g. an upstream 404 body).
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
@@ -42,6 +46,7 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "CommandError",
+    "ConnectorBusy",
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -52,6 +57,7 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
+    "ProxyBusy",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
@@ -87,6 +93,7 @@ class CommandError(Exception):
         result: the command's partial result (its response message), rendered into
             ``command_response`` as on success, e.g. the body of an upstream 404.
         violations: the bad parameters, for InvalidParameters.
+        retry_after: seconds after which trying again may succeed (REST: ``Retry-After``).
     """
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
@@ -99,15 +106,24 @@ class CommandError(Exception):
         error_code: str | None = None,
         result: Message | None = None,
         violations: Sequence[Violation] = (),
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.error_code = error_code or self.error_code_default or default_error_code(self.code)
         self.result = result
         self.violations = tuple(violations)
+        self.retry_after = retry_after
 
     def to_failure(self) -> Failure:
-        return Failure(self.code, self.error_code, self.message, self.violations, self.result)
+        return Failure(
+            self.code,
+            self.error_code,
+            self.message,
+            self.violations,
+            self.result,
+            retry_after=self.retry_after,
+        )
 
 
 class InvalidArgument(CommandError):
@@ -144,6 +160,18 @@ class DeadlineExceeded(CommandError):
 
 class Unavailable(CommandError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ConnectorBusy(Unavailable):
+    """Every thread of the connector's pool is taken: answered at once instead of queueing."""
+
+    error_code_default = "ConnectorBusy"
+
+
+class ProxyBusy(Unavailable):
+    """The process already holds as many calls, or bytes of bodies, as its settings allow."""
+
+    error_code_default = "ProxyBusy"
 
 
 class Unimplemented(CommandError):
@@ -224,6 +252,7 @@ class Failure:
     violations: tuple[Violation, ...] = ()
     result: Message | None = None
     logs: tuple[str, ...] = field(default=())
+    retry_after: float | None = None  # seconds; sent as RetryInfo, answered as Retry-After
 
     def to_status(self) -> status_pb2.Status:
         """The google.rpc.Status that carries this failure over gRPC."""
@@ -236,6 +265,10 @@ class Failure:
                 ]
             )
             details.append(_pack(bad_request))
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(datetime.timedelta(seconds=self.retry_after))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         if self.result is not None:
             details.append(_pack(self.result))
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
@@ -253,6 +286,7 @@ class Failure:
         error_code = default_error_code(code)
         violations: list[Violation] = []
         result: Message | None = None
+        retry_after: float | None = None
         for detail in status.details if status is not None else ():
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
@@ -263,10 +297,14 @@ class Failure:
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
                 violations.extend(Violation(v.field, v.description) for v in bad_request.field_violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry_info = error_details_pb2.RetryInfo()
+                detail.Unpack(retry_info)
+                retry_after = retry_info.retry_delay.ToTimedelta().total_seconds()
             elif detail.Is(response_class.DESCRIPTOR):
                 result = response_class()
                 detail.Unpack(result)
-        return cls(code, error_code, message_text, tuple(violations), result, logs)
+        return cls(code, error_code, message_text, tuple(violations), result, logs, retry_after)
 
 
 def _pack(msg: Message) -> any_pb2.Any:

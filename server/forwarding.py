@@ -9,15 +9,20 @@ details and log lines. An upstream that cannot be reached answers UNAVAILABLE,
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from server.admission import Admission
+from server.errors import ProxyBusy
 from server.metrics import upstream_call
 from server.upstreams import Federation, Upstream, UpstreamState
 from server.wire import API_KEY_METADATA, STATUS_DETAILS_KEY
 
 __all__ = ["UpstreamForwarder"]
+
+_Handler = Callable[[bytes, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[bytes]]
 
 # Metadata that belongs to one hop: never passed on.
 _HOP_BY_HOP = frozenset({API_KEY_METADATA, "user-agent", "content-type", "te"})
@@ -43,8 +48,9 @@ class UpstreamForwarder(grpc.GenericRpcHandler):
     """A generic handler the server consults after its own methods: it knows every command the
     federation routes to an upstream, as the upstreams come and go."""
 
-    def __init__(self, federation: Federation) -> None:
+    def __init__(self, federation: Federation, admission: Admission | None = None) -> None:
         self._federation = federation
+        self._admission = admission
         self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
 
     def service(
@@ -59,7 +65,29 @@ class UpstreamForwarder(grpc.GenericRpcHandler):
             self._handlers[method] = handler
         return handler
 
-    def _forwarding(self, method: str) -> Any:
+    def _forwarding(self, method: str) -> _Handler:
+        """The handler of ``method``: admitted like the server's own calls, then passed on."""
+        admission = self._admission
+        forward = self._forwarder(method)
+
+        async def admitted(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            if admission is None:
+                return await forward(request, context)
+            try:
+                ticket = admission.admit(len(request))
+            except ProxyBusy as exc:
+                failure = exc.to_failure()
+                details = ((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),)
+                await context.abort(failure.code, failure.message, details)
+                raise AssertionError from exc  # pragma: no cover - abort always raises
+            try:
+                return await forward(request, context)
+            finally:
+                ticket.release()
+
+        return admitted
+
+    def _forwarder(self, method: str) -> _Handler:
         federation = self._federation
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 from google.protobuf import message
 
+from server import bulkheads
 from server._registry import Command, Connector
 from server.errors import (
     CommandError,
@@ -76,13 +77,16 @@ async def execute(
 ) -> Reply:
     """Applies defaults, checks required parameters, runs the command and catches what it raises.
 
-    Synchronous (``def``) command methods run in a worker thread, so blocking SDK calls
-    never stall the event loop. Unknown exceptions are logged and become INTERNAL
+    Synchronous (``def``) command methods run in a thread of their connector's pool
+    (:mod:`server.bulkheads`), so blocking SDK calls never stall the event loop nor, when they
+    hang, other connectors. Unknown exceptions are logged and become INTERNAL
     with a generic message: no traceback leaves the process. ``lines`` receives the
     command's log lines as they are written.
     """
     lines = [] if lines is None else lines
     token = _logs.set(lines)
+    bulkhead = bulkheads.shared()[command.connector]
+    bulkhead_token = bulkheads.using(bulkhead)
     secrets = command.plan.secret_values(request)
     reply: Reply
     try:
@@ -95,7 +99,7 @@ async def execute(
         if command.is_async:
             response = await command.behaviour(request, context)
         else:
-            response = await asyncio.to_thread(command.behaviour, request, context)
+            response = await bulkhead.run(command.behaviour, request, context)
         reply = Reply(response, None)
     except CommandError as exc:
         reply = Reply(None, exc.to_failure())
@@ -108,6 +112,7 @@ async def execute(
             None, Internal("The command failed unexpectedly; the proxy's log has the details.").to_failure()
         )
     finally:
+        bulkheads.reset(bulkhead_token)
         _logs.reset(token)
     if secrets:
         # A connector should never log or report a secret parameter; if one slips through, it

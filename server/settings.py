@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from server.upstreams import UpstreamConfig, parse_upstreams
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "connector_env_name"]
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -74,6 +74,14 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)  # never in a log
     command_timeout: float = 40.0
     max_body_bytes: int = 32 * 1024 * 1024
+    # Admission control: calls in flight per process, and bytes of their bodies held at once;
+    # beyond either, 503 ProxyBusy with Retry-After.
+    max_in_flight: int = 256
+    max_body_bytes_in_flight: int = 128 * 1024 * 1024
+    # Bulkheads: threads of each connector's pool for its blocking work, and per-connector sizes
+    # (CONNECTOR_PROXY_CONNECTOR_THREADS_<NAME>, by the connector's name in upper case).
+    connector_threads: int = 16
+    connector_thread_sizes: tuple[tuple[str, int], ...] = ()
     path_prefix: str = ""
     connector_packages: tuple[str, ...] = ("connectors",)
     upstreams: tuple[UpstreamConfig, ...] = ()  # CONNECTOR_PROXY_GRPC_TARGETS, with their settings
@@ -95,6 +103,7 @@ class Settings:
     job_workers: int = 4
     job_timeout: float = 3600.0
     job_run_attempts: int = 3
+    max_pending_jobs: int = 10_000  # jobs queued, running or delivering; beyond, 503 JobsBusy
     jobs_retention: float = 7 * 24 * 3600.0
     callback_base_url: str = ""
     callback_api_key: str | None = field(default=None, repr=False)
@@ -168,6 +177,16 @@ class Settings:
         if metrics_port is not None and not metrics:
             msg = "CONNECTOR_PROXY_METRICS_PORT serves metrics, and CONNECTOR_PROXY_METRICS=false counts none"
             raise ValueError(msg)
+        max_body_bytes = _int(env, "CONNECTOR_PROXY_MAX_BODY_BYTES", cls.max_body_bytes, 1, _MAX_BODY_BYTES)
+        bytes_in_flight = _int(
+            env, "CONNECTOR_PROXY_MAX_BODY_BYTES_IN_FLIGHT", cls.max_body_bytes_in_flight, 1, 2**62
+        )
+        if bytes_in_flight < max_body_bytes:
+            msg = (
+                "CONNECTOR_PROXY_MAX_BODY_BYTES_IN_FLIGHT must be at least CONNECTOR_PROXY_MAX_BODY_BYTES "
+                f"({max_body_bytes}): a body of the largest size would never be admitted"
+            )
+            raise ValueError(msg)
         prefix = env.get("CONNECTOR_PROXY_PATH_PREFIX", "").rstrip("/")
         if prefix and not prefix.startswith("/"):
             prefix = "/" + prefix
@@ -179,9 +198,11 @@ class Settings:
             metrics=metrics,
             api_key=api_key,
             command_timeout=timeout,
-            max_body_bytes=_int(
-                env, "CONNECTOR_PROXY_MAX_BODY_BYTES", cls.max_body_bytes, 1, _MAX_BODY_BYTES
-            ),
+            max_body_bytes=max_body_bytes,
+            max_in_flight=_int(env, "CONNECTOR_PROXY_MAX_IN_FLIGHT", cls.max_in_flight, 1, 1_000_000),
+            max_body_bytes_in_flight=bytes_in_flight,
+            connector_threads=_int(env, "CONNECTOR_PROXY_CONNECTOR_THREADS", cls.connector_threads, 1, 1024),
+            connector_thread_sizes=_thread_sizes(env),
             path_prefix=prefix,
             connector_packages=_list(env.get("CONNECTOR_PROXY_CONNECTORS")) or cls.connector_packages,
             upstreams=parse_upstreams(env),
@@ -199,6 +220,7 @@ class Settings:
             job_workers=_int(env, "CONNECTOR_PROXY_JOB_WORKERS", cls.job_workers, 1, 256),
             job_timeout=_seconds(env, "CONNECTOR_PROXY_JOB_TIMEOUT", cls.job_timeout),
             job_run_attempts=_int(env, "CONNECTOR_PROXY_JOB_RUN_ATTEMPTS", cls.job_run_attempts, 1, 100),
+            max_pending_jobs=_int(env, "CONNECTOR_PROXY_MAX_PENDING_JOBS", cls.max_pending_jobs, 1, 10**9),
             jobs_retention=_seconds(env, "CONNECTOR_PROXY_JOBS_RETENTION", cls.jobs_retention),
             callback_base_url=callback_base_url,
             callback_api_key=callback_api_key,
@@ -213,6 +235,25 @@ class Settings:
             or cls.jobs_redis_url,
             jobs_namespace=_namespace(env),
         )
+
+
+_THREADS_PREFIX = "CONNECTOR_PROXY_CONNECTOR_THREADS_"
+
+
+def _thread_sizes(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """``CONNECTOR_PROXY_CONNECTOR_THREADS_<NAME>``: (NAME, threads), NAME in upper case."""
+    return tuple(
+        sorted(
+            (name.removeprefix(_THREADS_PREFIX), _int(env, name, 0, 1, 1024))
+            for name in env
+            if name.startswith(_THREADS_PREFIX) and len(name) > len(_THREADS_PREFIX)
+        )
+    )
+
+
+def connector_env_name(connector: str) -> str:
+    """How a connector's name appears in setting names: ``postgres_v2`` → ``POSTGRES_V2``."""
+    return "".join(c if c.isalnum() else "_" for c in connector).upper()
 
 
 def _grpc_tls(env: Mapping[str, str]) -> dict[str, str | None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ from typing import Any
 from spiff.connector.typeahead.v1 import typeahead_pb2, typeahead_pb2_grpc
 from spiff.connector.v1 import types_pb2
 
-from server import errors, log
+from server import errors, log, run_blocking
 
 from ._datasets import BUILTIN, CITY_DATASETS, bundled_index
 from ._files import FILES_ENV, load_file, parse_files
@@ -80,7 +79,7 @@ class TypeaheadService(typeahead_pb2_grpc.TypeaheadServiceServicer):
         try:
             # The first use of a bundled category reads its dataset (about a second for cities):
             # off the event loop, and every caller meanwhile waits for the one build.
-            index = await asyncio.to_thread(source)
+            index = await run_blocking(source)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.exception("typeahead: the %s dataset could not be loaded", category)
             msg = f"The {category} dataset could not be loaded; the proxy's log has the details."

@@ -52,8 +52,12 @@ def test_status_table_has_exactly_one_row_per_code():
     assert set(HTTP_STATUS) == set(grpc.StatusCode)
 
 
+# Subclasses that name a stable error_code of their own for a code another class already has.
+SPECIALISED = (errors.InvalidParameters, errors.ConnectorBusy, errors.ProxyBusy)
+
+
 def test_every_failing_code_has_exactly_one_error_class():
-    leaves = [cls for cls in ERROR_CLASSES if cls not in (errors.CommandError, errors.InvalidParameters)]
+    leaves = [cls for cls in ERROR_CLASSES if cls is not errors.CommandError and cls not in SPECIALISED]
     assert sorted(cls.code.name for cls in leaves) == sorted(
         c.name for c in grpc.StatusCode if c != grpc.StatusCode.OK
     )
