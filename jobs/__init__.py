@@ -86,6 +86,7 @@ def embedded_jobs(settings: Settings) -> EmbeddedJobs:
         run_attempts=settings.job_run_attempts,
         retention=settings.jobs_retention,
         shutdown_grace=settings.shutdown_grace,
+        max_pending=settings.max_pending_jobs,
     )
 
 
@@ -99,6 +100,7 @@ def job_backend(settings: Settings) -> JobBackend:
         settings.jobs_namespace,
         callback_delivery(settings),
         retention=settings.jobs_retention,
+        max_pending=settings.max_pending_jobs,
     )
 
 

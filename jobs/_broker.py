@@ -31,7 +31,15 @@ from jobs._delivery import CallbackDelivery
 from jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
 from jobs._redis_store import RedisJobStore
 from rest_shim._catalog import Catalogue, CommandSpec
-from rest_shim._jobs import CannotRedeliver, JobState, JobsUnavailable, JobView, NewJob, Submitted
+from rest_shim._jobs import (
+    DEFAULT_MAX_PENDING,
+    CannotRedeliver,
+    JobState,
+    JobsUnavailable,
+    JobView,
+    NewJob,
+    Submitted,
+)
 from server import correlation
 from server.invocation import Invoker
 
@@ -121,6 +129,7 @@ class BrokerJobs:
         *,
         retention: float = 7 * 24 * 3600.0,
         publish_timeout: float = 10.0,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.broker_url = broker_url
         self.redis_url = redis_url
@@ -128,6 +137,7 @@ class BrokerJobs:
         self.delivery = delivery
         self.retention = retention
         self.publish_timeout = publish_timeout
+        self.max_pending = max_pending
         self._broker: AsyncBroker | None = None
         self._store: RedisJobStore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -218,7 +228,7 @@ class BrokerJobs:
         job_id = str(uuid.uuid4())
         created_at = time.time()
         with _store_unavailable():
-            submitted = await self.store.submit(job_id, job)
+            submitted = await self.store.submit(job_id, job, self.max_pending)
         if not submitted.created:
             return submitted
         try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs._lifecycle import context_of, context_text
-from rest_shim._jobs import JobState, JobView, NewJob, Submitted
+from rest_shim._jobs import DEFAULT_MAX_PENDING, JobsBusy, JobState, JobView, NewJob, Submitted
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -68,6 +68,7 @@ _SUBMIT = (
     _MOVE
     + """
 local p, id, command, task, now, stale = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local max_pending = tonumber(ARGV[10])
 if task ~= '' then
   local existing = redis.call('GET', p .. ':task:' .. task)
   if existing then
@@ -83,6 +84,9 @@ if task ~= '' then
     end
   end
 end
+local pending = redis.call('ZCARD', p .. ':state:queued') + redis.call('ZCARD', p .. ':state:running')
+  + redis.call('ZCARD', p .. ':state:delivering')
+if pending >= max_pending then return {'', 'busy', 0} end
 create(p, id, command, task, now, ARGV[7], ARGV[8], ARGV[9])
 return {id, 'queued', 1}
 """
@@ -273,7 +277,12 @@ class RedisJobStore:
     async def _run(self, script: str, *args: str | float | int) -> Any:
         return await self._scripts[script](keys=[], args=[self.namespace, *args])
 
-    async def submit(self, job_id: str, job: NewJob) -> Submitted:
+    async def submit(self, job_id: str, job: NewJob, max_pending: int = DEFAULT_MAX_PENDING) -> Submitted:
+        """Stores ``job`` as queued, or returns its task's pending job.
+
+        Raises:
+            JobsBusy: ``max_pending`` jobs are pending already.
+        """
         reply = await self._run(
             "submit",
             job_id,
@@ -284,8 +293,11 @@ class RedisJobStore:
             job.command,
             job.callback_url,
             context_text(job.context),
+            max_pending,
         )
         existing_id, state, created = (_text(item) or "" for item in reply)
+        if state == "busy":
+            raise JobsBusy(max_pending)
         return Submitted(existing_id, JobState(state), created=created == "1")
 
     async def published(self, job_id: str) -> None:

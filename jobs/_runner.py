@@ -19,7 +19,7 @@ from jobs._delivery import CallbackDelivery
 from jobs._lifecycle import PendingDelivery, deliver_job, execute_job, format_counts
 from jobs._store import ClaimedJob, JobStore
 from rest_shim._catalog import Catalogue, CommandSpec
-from rest_shim._jobs import CannotRedeliver, JobState, JobView, NewJob, Submitted
+from rest_shim._jobs import DEFAULT_MAX_PENDING, CannotRedeliver, JobState, JobView, NewJob, Submitted
 from server import correlation
 from server.invocation import Invoker
 
@@ -57,6 +57,7 @@ class EmbeddedJobs:
         run_attempts: int = 3,
         retention: float = 7 * 24 * 3600.0,
         shutdown_grace: float = 5.0,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         if workers < 1:
             msg = "workers must be at least 1"
@@ -68,6 +69,7 @@ class EmbeddedJobs:
         self.run_attempts = run_attempts
         self.retention = retention
         self.shutdown_grace = shutdown_grace
+        self.max_pending = max_pending
         self._specs: dict[str, CommandSpec] = {}
         self._invoker: Invoker | None = None
         self._wakeup = asyncio.Event()
@@ -168,7 +170,7 @@ class EmbeddedJobs:
         return self.delivery.problem(url)
 
     async def submit(self, job: NewJob) -> Submitted:
-        submitted = await self.store.call(self.store.submit, job)
+        submitted = await self.store.call(self.store.submit, job, self.max_pending)
         if submitted.created:
             self._wakeup.set()
         return submitted

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jobs._lifecycle import PendingDelivery, context_of, context_text
-from rest_shim._jobs import JobState, JobView, NewJob, Submitted
+from rest_shim._jobs import DEFAULT_MAX_PENDING, JobsBusy, JobState, JobView, NewJob, Submitted
 
 __all__ = ["ClaimedJob", "JobStore"]
 
@@ -196,7 +196,12 @@ class JobStore:
         """Reads from the database (the readiness check)."""
         self.db.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
 
-    def submit(self, job: NewJob) -> Submitted:
+    def submit(self, job: NewJob, max_pending: int = DEFAULT_MAX_PENDING) -> Submitted:
+        """Stores ``job`` as queued, or returns its task's pending job.
+
+        Raises:
+            JobsBusy: ``max_pending`` jobs are pending already.
+        """
         db = self.db
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
@@ -210,6 +215,11 @@ class JobStore:
                 if row is not None:
                     db.execute("COMMIT")
                     return Submitted(row[0], JobState(row[1]), created=False)
+            (pending,) = db.execute(
+                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running', 'delivering')"
+            ).fetchone()
+            if pending >= max_pending:
+                raise JobsBusy(max_pending)
             job_id = str(uuid.uuid4())
             db.execute(
                 "INSERT INTO jobs (id, command, command_id, request, task_id, callback_url, state,"

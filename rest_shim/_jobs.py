@@ -20,12 +20,34 @@ if TYPE_CHECKING:
     from rest_shim._catalog import Catalogue
     from server.invocation import Invoker
 
-__all__ = ["CannotRedeliver", "JobBackend", "JobState", "JobView", "JobsUnavailable", "NewJob", "Submitted"]
+__all__ = [
+    "DEFAULT_MAX_PENDING",
+    "CannotRedeliver",
+    "JobBackend",
+    "JobState",
+    "JobView",
+    "JobsBusy",
+    "JobsUnavailable",
+    "NewJob",
+    "Submitted",
+]
 
 
 class JobsUnavailable(Exception):
     """The backend's services (broker, store) cannot be reached: the request is answered 503
     ``JobsUnavailable`` and nothing was accepted."""
+
+
+DEFAULT_MAX_PENDING = 10_000  # jobs a backend holds pending unless told otherwise
+
+
+class JobsBusy(Exception):
+    """As many jobs as the backend may hold are still pending (queued, running or delivering):
+    the request is answered 503 ``JobsBusy`` with ``Retry-After`` and nothing was accepted."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs are still pending, as many as this proxy holds")
+        self.limit = limit
 
 
 class CannotRedeliver(Exception):
@@ -110,8 +132,9 @@ class JobBackend(Protocol):
     ``start`` runs in the app's lifespan, after the invoker is ready; ``close`` before it is
     closed. ``submit`` must have made the job durable when it returns: the shim answers 202 only
     then. A backend is idempotent per task: while a job for ``task_id`` is pending, ``submit``
-    returns that job (``created=False``) instead of creating another. Any method may raise
-    :class:`JobsUnavailable`.
+    returns that job (``created=False``) instead of creating another. A backend holds a bounded
+    number of pending jobs: beyond it, ``submit`` raises :class:`JobsBusy` (joining a task's
+    pending job is still answered). Any method may raise :class:`JobsUnavailable`.
     """
 
     async def start(self, catalogue: Catalogue, invoker: Invoker) -> None: ...

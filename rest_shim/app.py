@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from rest_shim import _metrics
 from rest_shim._catalog import Catalogue, CommandSpec
-from rest_shim._jobs import CannotRedeliver, JobBackend, JobState, JobsUnavailable, NewJob
+from rest_shim._jobs import CannotRedeliver, JobBackend, JobsBusy, JobState, JobsUnavailable, NewJob
 from rest_shim._openapi import openapi_document
 from rest_shim._proxy_options import prefers_async, split_proxy_options
 from rest_shim._reply import render_reply
@@ -41,6 +41,7 @@ _READY = b'{"ready":true}'
 _DEFAULT_JOB_LIMIT = 100
 _MAX_JOB_LIMIT = 1000
 _REQUEST_ID = correlation.REQUEST_ID_HEADER.encode()
+_JOBS_RETRY_AFTER = 5.0  # seconds: pending jobs drain at the pace of their commands
 
 AccessLog = Callable[[str, int, str, float, str], None]
 """Told of each ``/v1/do`` answer: the command id (``unknown`` for none), the HTTP status, the
@@ -394,6 +395,12 @@ class ProxyEndpoints:
         try:
             submitted = await self.jobs.submit(
                 NewJob(spec.full_method, spec.id, request, callback_url, task_id, correlation.carrier())
+            )
+        except JobsBusy as exc:
+            logger.warning("%s not accepted: %s", spec.id, exc)
+            message = f"{spec.id} could not be accepted: {exc}. Nothing was started; try again later."
+            return _retry_after(
+                _reply(503, error_envelope(503, "JobsBusy", message, logs)), _JOBS_RETRY_AFTER
             )
         except JobsUnavailable as exc:
             logger.error("%s not accepted: %s", spec.id, exc)

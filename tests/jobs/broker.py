@@ -26,6 +26,7 @@ from jobs import (
     taskiq_broker,
 )
 from rest_shim._catalog import Catalogue
+from rest_shim._jobs import DEFAULT_MAX_PENDING
 from server.invocation import Invoker
 
 BROKER_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -67,9 +68,12 @@ class InProcessBroker:
         run_attempts: int = 3,
         namespace: str | None = None,
         redis_url: str = REDIS_URL,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.namespace = namespace or new_namespace()
-        self.shim = BrokerJobs(BROKER_URL, redis_url, self.namespace, CallbackDelivery(**delivery))
+        self.shim = BrokerJobs(
+            BROKER_URL, redis_url, self.namespace, CallbackDelivery(**delivery), max_pending=max_pending
+        )
         # As in a worker process (jobs.broker_worker): Redis outages are waited out.
         self.worker = BrokerWorker(
             RedisJobStore(connect_redis(redis_url, retries=-1), self.namespace),

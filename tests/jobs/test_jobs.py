@@ -310,6 +310,31 @@ async def test_a_second_post_for_a_pending_task_joins_its_job(jobs_proxy, spiff,
     assert calls[1].json()["command_response"]["body"]["message"] == "twice"
 
 
+async def test_pending_jobs_are_bounded_and_a_task_may_still_join_its_job(make_app, make_jobs, spiff, caplog):
+    async with running(make_app(jobs=make_jobs(max_pending=2, workers=1))) as client:
+        first = accepted_job(await client.post(DELAY, json=spiff_body("task-1", seconds=1, message="one")))
+        accepted_job(await client.post(DELAY, json=spiff_body("task-2", seconds=1, message="two")))
+        refused = await client.post(DELAY, json=spiff_body("task-3", seconds=0, message="three"))
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "5"
+        assert refused.json()["error"]["error_code"] == "JobsBusy"
+        assert "2 jobs are still pending" in refused.json()["error"]["message"]
+        assert "not accepted" in caplog.text
+        # A second POST for a pending task joins its job even at the limit: nothing new is held.
+        assert (
+            accepted_job(await client.post(DELAY, json=spiff_body("task-1", seconds=1, message="one")))
+            == first
+        )
+        await callbacks(spiff, 2)
+        listed = (await client.get("/v1/jobs")).json()["jobs"]
+        assert sorted(job["task_id"] for job in listed) == ["task-1", "task-2"]
+        # Delivered jobs no longer count: the refused task is accepted when it is retried.
+        for job in listed:
+            await job_in(client, job["id"], "delivered")
+        accepted_job(await client.post(DELAY, json=spiff_body("task-3", seconds=0, message="three")))
+        await callbacks(spiff, 3)
+
+
 async def test_prefer_respond_async_on_a_normal_command(jobs_proxy, spiff):
     response = await jobs_proxy.post(
         EXAMPLE,
