@@ -112,8 +112,11 @@ test: $(STAMP)
 	$(MAKE) lint typecheck
 	$(BIN)/python -m pytest
 
+## The benchmark (README "Performance"); ARGS passes options, e.g. make bench ARGS=--soak for the
+## 10-minute soak (python -m bench --help lists them).
+ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) clients/python $(TS)/node_modules $(TS)/gen $(TS)/dist $(NODE_DIR)/node_modules $(NODE_DIR)/gen $(NODE_DIR)/dist

@@ -14,4 +14,8 @@ Then the jobs benchmark (``bench.jobs``; ``--no-jobs`` skips it): long-running c
 embedded job mode and the broker mode (RabbitMQ, Redis and taskiq workers; skipped when they are
 not reachable, or with ``--no-broker``), interleaved over the same rounds and reported as ratios
 broker / embedded.
+
+``--soak`` runs the soak instead (``bench.soak``): one proxy process under 64 clients sending a mix
+of every local command and malformed input for 10 minutes, one wrk run per window; it reports
+errors (which must be 0), p99 and the proxy's RSS per window, and exits 1 on an error or RSS growth.
 """

@@ -7,7 +7,8 @@
 
 ``python -m bench.apps target --port N``
     The upstream of the http connector: a bare ASGI app answering ``GET /json`` with a small
-    JSON body, as fast as uvicorn can serve it.
+    JSON body, as fast as uvicorn can serve it; for the soak (``bench.soak``) also ``POST /echo``
+    (the size of the body it read) and a stand-in for Slack's ``POST /api/chat.postMessage``.
 
 ``python -m bench.apps receiver --port N --api-key KEY``
     The jobs benchmark's stand-in for spiff-arena's callback route: a bare ASGI app answering
@@ -37,6 +38,8 @@ __all__ = ["TARGET_BODY", "CallbackReceiver", "floor_app", "target_app"]
 
 TARGET_BODY = b'{"id":42,"name":"bench","ok":true,"tags":["a","b","c"],"price":12.5}'
 _LIVE = b'{"ok":true}'
+_SLACK_OK = b'{"ok":true,"channel":"C0123456789","ts":"1712345678.000100","message":{"type":"message"}}'
+_SLACK_NOT_AUTHED = b'{"ok":false,"error":"not_authed"}'
 _CALLBACK = re.compile(r"/v1\.0/tasks/[^/]+/([^/]+)/callback")
 _WAIT = re.compile(r"/bench/wait/([^/]+)")
 
@@ -77,7 +80,9 @@ def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
 
 
 async def target_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """``GET /json`` and ``GET /liveness`` answer 200 with JSON; anything else 404."""
+    """``GET /json`` and ``GET /liveness`` answer 200 with JSON; ``POST /echo`` 200 with the size
+    of the body read; ``POST /api/chat.postMessage`` Slack's ``ok`` reply when the request carries
+    a bearer token (else Slack's ``not_authed``); anything else 404."""
     if scope["type"] != "http":
         return
     path = scope["path"]
@@ -85,6 +90,12 @@ async def target_app(scope: Scope, receive: Receive, send: Send) -> None:
         status, body = 200, TARGET_BODY
     elif path == "/liveness":
         status, body = 200, _LIVE
+    elif scope["method"] == "POST" and path == "/echo":
+        status, body = 200, b'{"received":%d}' % len(await _read_body(receive))
+    elif scope["method"] == "POST" and path == "/api/chat.postMessage":
+        await _read_body(receive)
+        authorized = dict(scope["headers"]).get(b"authorization", b"").startswith(b"Bearer ")
+        status, body = 200, _SLACK_OK if authorized else _SLACK_NOT_AUTHED
     else:
         status, body = 404, b'{"error":"not found"}'
     await send({"type": "http.response.start", "status": status, "headers": _headers(body)})

@@ -38,6 +38,7 @@ from bench.procs import (
 )
 from bench.remote import RemoteSystems, envoy_path, start_remote_systems
 from bench.report import ENVOY, REMOTE, Report, Scenario, ScenarioRuns
+from bench.soak import DEFAULT_MYSQL, DEFAULT_POSTGRES, SOAK_RESULTS, SoakOptions, main as soak_main
 
 __all__ = ["main"]
 
@@ -99,9 +100,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_REDIS_URL,
         help=f"Redis for the broker mode (default {DEFAULT_REDIS_URL})",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"JSON results (default {RESULTS}; {SOAK_RESULTS} with --soak)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
+    soak = parser.add_argument_group(
+        "soak",
+        "--soak runs the soak instead of the benchmark (bench.soak): one proxy under a mix of every "
+        "local command and malformed input; exit 1 on any error or when its RSS grows",
+    )
+    soak.add_argument("--soak", action="store_true", help="run the soak instead of the benchmark")
+    soak.add_argument(
+        "--soak-duration", type=int, default=600, help="seconds of load after the warm-up (default 600)"
+    )
+    soak.add_argument("--soak-connections", type=int, default=64, help="clients (default 64)")
+    soak.add_argument(
+        "--soak-window", type=int, default=30, help="seconds per window: one wrk run, one row (default 30)"
+    )
+    soak.add_argument(
+        "--soak-warmup", type=int, default=30, help="seconds of load before the first window (default 30)"
+    )
+    soak.add_argument(
+        "--soak-rss-tolerance",
+        type=float,
+        default=SoakOptions.rss_tolerance_mib,
+        help="MiB the RSS may grow from the first window to the last ones "
+        f"(default {SoakOptions.rss_tolerance_mib:g})",
+    )
+    soak.add_argument(
+        "--soak-think-ms",
+        type=int,
+        default=SoakOptions.think_ms,
+        help="each client's mean wait before a request, uniform from 0 to twice this; 0 for back to back, "
+        f"which saturates the proxy (default {SoakOptions.think_ms})",
+    )
+    soak.add_argument("--soak-postgres", default=DEFAULT_POSTGRES, help=f"(default {DEFAULT_POSTGRES!r})")
+    soak.add_argument("--soak-mysql", default=DEFAULT_MYSQL, help=f"(default {DEFAULT_MYSQL!r})")
     args = parser.parse_args(argv)
+    if args.soak:
+        if (
+            min(args.soak_duration, args.soak_window, args.soak_connections) < 1
+            or min(args.soak_warmup, args.soak_think_ms) < 0
+        ):
+            parser.error(
+                "--soak-duration, --soak-window and --soak-connections must be at least 1, "
+                "--soak-warmup and --soak-think-ms at least 0"
+            )
+        return args
     if args.duration < 1 or args.warmup < 0 or args.rounds < 1 or args.connections < 1 or args.starts < 1:
         parser.error(
             "--duration, --rounds, --connections and --starts must be at least 1, --warmup at least 0"
@@ -562,6 +610,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
+    if args.soak:
+        options = SoakOptions(
+            connections=args.soak_connections,
+            duration=args.soak_duration,
+            window=args.soak_window,
+            warmup=args.soak_warmup,
+            rss_tolerance_mib=args.soak_rss_tolerance,
+            think_ms=args.soak_think_ms,
+            postgres=args.soak_postgres,
+            mysql=args.soak_mysql,
+        )
+        return soak_main(options, args.output or SOAK_RESULTS, allow_install=not args.no_install, say=_say)
+    args.output = args.output or RESULTS
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
         procs = Procs(tmp)

@@ -39,7 +39,7 @@ __all__ = [
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-DEFAULT_THREADS = 16
+DEFAULT_THREADS = 32
 RETRY_AFTER = 1.0  # seconds: what a refused caller is told to wait
 
 _current: contextvars.ContextVar[Bulkhead | None] = contextvars.ContextVar("bulkhead", default=None)
