@@ -28,7 +28,7 @@ from server._registry import Connector, discover
 from server.admission import Admission
 from server.app import ExtraService, create_server
 from server.health import Health
-from server.metrics import exposition
+from server.metrics import exposition, watch_admission
 from server.security import server_credentials
 from server.settings import Settings, connector_env_name
 from server.upstreams import Federation, Upstream
@@ -100,7 +100,10 @@ def admission_for(settings: Settings, connectors: Sequence[Connector]) -> Admiss
         raise ValueError(msg)
     sizes = {by_env_name[name]: size for name, size in settings.connector_thread_sizes if name in by_env_name}
     bulkheads.configure(settings.connector_threads, sizes)
-    return Admission(settings.max_in_flight, settings.max_body_bytes_in_flight)
+    admission = Admission(settings.max_in_flight, settings.max_body_bytes_in_flight)
+    if settings.metrics:
+        watch_admission(admission)
+    return admission
 
 
 def federation_for(settings: Settings, connectors: Sequence[Connector]) -> Federation:

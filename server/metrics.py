@@ -1,5 +1,7 @@
 """The gRPC side's Prometheus metrics: calls answered on the gRPC port by method and code (an
-interceptor), and the upstream gRPC servers' states and calls by upstream and code.
+interceptor), the upstream gRPC servers' states and calls by upstream and code, and how full the
+process's limits are (calls and body bytes held, each connector's busy threads), read at scrape
+time so that the calls themselves pay nothing for them.
 
 Label values are bounded: a method is one this server serves (``unknown`` otherwise), an
 upstream is a configured target's name, a code is a gRPC status code's name.
@@ -8,12 +10,17 @@ upstream is a configured target's name, a code is a gRPC status code's name.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from server import bulkheads
+from server.admission import Admission
 
 __all__ = [
     "GRPC_SERVER_CALLS",
@@ -23,6 +30,7 @@ __all__ = [
     "exposition",
     "upstream_call",
     "upstream_state",
+    "watch_admission",
 ]
 
 GRPC_SERVER_CALLS = Counter(
@@ -44,6 +52,54 @@ UPSTREAM_STATE = Gauge(
     ["upstream", "state"],
 )
 _UPSTREAM_STATES = ("connecting", "ready", "unavailable")
+
+
+class _Limits(Collector):
+    """How full the limits are, read when scraped."""
+
+    def __init__(self) -> None:
+        self.admission: Admission | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        busy = GaugeMetricFamily(
+            "spiff_connector_proxy_connector_threads_busy",
+            "Threads of each connector's own pool running work now (work whose call ran out of time "
+            "included); at the pool's size, new calls are answered 503 ConnectorBusy.",
+            labels=["connector"],
+        )
+        size = GaugeMetricFamily(
+            "spiff_connector_proxy_connector_threads",
+            "The size of each connector's own pool (pools are made on first use).",
+            labels=["connector"],
+        )
+        for bulkhead in bulkheads.shared().all():
+            busy.add_metric([bulkhead.name], bulkhead.busy)
+            size.add_metric([bulkhead.name], bulkhead.size)
+        yield busy
+        yield size
+        admission = self.admission
+        if admission is not None:
+            yield GaugeMetricFamily(
+                "spiff_connector_proxy_calls_in_flight",
+                "Calls this process holds now (REST and gRPC); at CONNECTOR_PROXY_MAX_IN_FLIGHT, new "
+                "ones are answered 503 ProxyBusy.",
+                value=admission.calls,
+            )
+            yield GaugeMetricFamily(
+                "spiff_connector_proxy_body_bytes_in_flight",
+                "Bytes of request bodies this process holds now; new calls that would take it past "
+                "CONNECTOR_PROXY_MAX_BODY_BYTES_IN_FLIGHT are answered 503 ProxyBusy.",
+                value=admission.bytes,
+            )
+
+
+_limits = _Limits()
+REGISTRY.register(_limits)
+
+
+def watch_admission(admission: Admission) -> None:
+    """Reports ``admission``'s calls and bytes in flight from now on."""
+    _limits.admission = admission
 
 
 def exposition(accept: str | None) -> tuple[bytes, str]:

@@ -16,6 +16,7 @@ from server import bulkheads
 from server._registry import Connector
 from server.admission import Admission
 from server.app import create_server
+from server.metrics import exposition, watch_admission
 from server.settings import Settings
 from server.wire import STATUS_DETAILS_KEY
 from tests.conftest import AppFactory, client_for
@@ -41,6 +42,10 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     raise AssertionError(msg)
 
 
+def scrape() -> str:
+    return exposition(None)[0].decode()
+
+
 def assert_busy(response, limit_words: str) -> None:
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
@@ -56,6 +61,8 @@ async def test_calls_beyond_the_limit_are_refused_at_once_then_admitted_again(ma
     async with client_for(make_rich_app(admission=admission)) as client:
         held = [asyncio.create_task(client.post("/v1/do/rich/Nap", json=nap(1))) for _ in range(2)]
         await until(lambda: admission.calls == 2)
+        watch_admission(admission)
+        assert "spiff_connector_proxy_calls_in_flight 2.0" in scrape()
         started = asyncio.get_running_loop().time()
         refused = await client.post("/v1/do/rich/Echo", json={"name": "hi"})
         assert asyncio.get_running_loop().time() - started < 0.5
@@ -190,6 +197,8 @@ async def test_a_full_connector_pool_answers_503_connector_busy_through_the_shim
     async with client_for(make_rich_app(command_timeout=0.5)) as client:
         hung = asyncio.create_task(client.post("/v1/do/rich/Sleep", json={"seconds": 1.5}))
         await until(lambda: bulkheads.shared()["rich"].busy == 1)
+        assert 'spiff_connector_proxy_connector_threads_busy{connector="rich"} 1.0' in scrape()
+        assert 'spiff_connector_proxy_connector_threads{connector="rich"} 1.0' in scrape()
         busy = await client.post("/v1/do/rich/Sleep", json={"seconds": 0})
         assert busy.status_code == 503
         assert busy.headers["retry-after"] == "1"
