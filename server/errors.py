@@ -9,6 +9,7 @@
      ├── NotFound                    NOT_FOUND
      ├── AlreadyExists               ALREADY_EXISTS
      ├── PermissionDenied            PERMISSION_DENIED
+     │    └── EgressDenied           the egress policy does not allow the connection
      ├── ResourceExhausted           RESOURCE_EXHAUSTED (e.g. rate limited)
      ├── FailedPrecondition          FAILED_PRECONDITION
      ├── Aborted                     ABORTED (e.g. a conflict)
@@ -49,6 +50,7 @@ __all__ = [
     "ConnectorBusy",
     "DataLoss",
     "DeadlineExceeded",
+    "EgressDenied",
     "FailedPrecondition",
     "Failure",
     "Internal",
@@ -140,6 +142,12 @@ class NotFound(CommandError):
 
 class PermissionDenied(CommandError):
     code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class EgressDenied(PermissionDenied):
+    """The egress policy (:mod:`server.egress`) does not allow the connection."""
+
+    error_code_default = "EgressDenied"
 
 
 class Unauthenticated(CommandError):

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from server.bulkheads import DEFAULT_THREADS
+from server.egress import EgressPolicy
 from server.upstreams import UpstreamConfig, parse_upstreams
 
 __all__ = ["Settings", "connector_env_name"]
@@ -80,7 +82,7 @@ class Settings:
     max_body_bytes_in_flight: int = 128 * 1024 * 1024
     # Bulkheads: threads of each connector's pool for its blocking work, and per-connector sizes
     # (CONNECTOR_PROXY_CONNECTOR_THREADS_<NAME>, by the connector's name in upper case).
-    connector_threads: int = 16
+    connector_threads: int = DEFAULT_THREADS
     connector_thread_sizes: tuple[tuple[str, int], ...] = ()
     path_prefix: str = ""
     connector_packages: tuple[str, ...] = ("connectors",)
@@ -117,6 +119,9 @@ class Settings:
     jobs_broker_url: str | None = field(default=None, repr=False)  # may carry a password
     jobs_redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     jobs_namespace: str = "spiff-connector-proxy"
+    # Where connectors may connect (CONNECTOR_PROXY_EGRESS_*); each connector reads the same
+    # variables, this copy refuses a malformed one at start-up.
+    egress: EgressPolicy = field(default_factory=EgressPolicy, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -234,6 +239,7 @@ class Settings:
             jobs_redis_url=_url(env, "CONNECTOR_PROXY_JOBS_REDIS_URL", ("redis", "rediss", "unix"))
             or cls.jobs_redis_url,
             jobs_namespace=_namespace(env),
+            egress=EgressPolicy.from_env(env),
         )
 
 

@@ -6,10 +6,14 @@ credentials files, SSO, container and instance roles), then AWS_REGION for the r
 may override region, endpoint_url, aws_access_key_id + aws_secret_access_key (+ aws_session_token)
 and profile.
 
-Clients are thread-safe and cached per (service, configuration), at most 64 by default, least
-recently used dropped first; they are created under a lock because botocore Sessions (which boto3
-Sessions wrap) are not thread-safe. All sessions share one loader, so service models are parsed
-once per process.
+A per-call endpoint_url must be one the operator allowed, and every request's host passes the
+egress policy (see ``_endpoints``). Timeouts and retries fit the command's deadline (see
+``_budget``).
+
+Clients are thread-safe and cached per (service, configuration, coarse budget), at most 64 by
+default, least recently used dropped first; they are created under a lock because botocore
+Sessions (which boto3 Sessions wrap) are not thread-safe. All sessions share one loader, so
+service models are parsed once per process.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from urllib.parse import urlsplit
 
 from connectors._lazy import lazy_import
 from server import errors
+from server.egress import EgressPolicy
 
+from ._budget import coarse_budget, fit
+from ._endpoints import SendCheck, check_endpoint
 from ._errors import SECRET_MASK
 
 if TYPE_CHECKING:
@@ -42,6 +49,7 @@ else:  # imported by the first call (in its worker thread), not by discovery: ab
 __all__ = ["Clients", "Target", "parse_target"]
 
 _REGION = re.compile(r"[a-z0-9-]{1,64}")
+DEFAULT_ATTEMPTS = 3  # botocore's standard mode, unless AWS_MAX_ATTEMPTS or the profile says otherwise
 
 
 class _ConfiguredRequest(Protocol):
@@ -72,20 +80,37 @@ def _loader() -> Any:
 
 
 class Clients:
-    """boto3 clients by (service, target), created under a lock, least recently used dropped first.
+    """boto3 clients by (service, target, coarse budget), created under a lock, least recently
+    used dropped first.
 
     A dropped client is not closed: another thread may be using it; its pool goes with it.
+
+    Args:
+        configs: botocore Config arguments by service; ``connect_timeout`` and ``read_timeout``
+            are the longest, shortened to fit each call's deadline.
+        egress: the policy every request's host is checked against.
     """
 
-    def __init__(self, configs: dict[str, dict[str, Any]], limit: int) -> None:
-        self._configs = configs  # botocore Config arguments by service
+    def __init__(self, configs: dict[str, dict[str, Any]], limit: int, egress: EgressPolicy) -> None:
+        self._configs = configs
         self._limit = limit
+        self._send_check = SendCheck(egress)
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
-        self._clients: collections.OrderedDict[tuple[str, Target], Any] = collections.OrderedDict()
+        self._clients: collections.OrderedDict[tuple[str, Target, float | None], Any] = (
+            collections.OrderedDict()
+        )
 
-    def get(self, service: str, target: Target) -> Any:
-        key = (service, target)
+    def get(self, service: str, target: Target, remaining: float | None) -> Any:
+        """The client for ``target``, with timeouts and retries that fit in ``remaining`` seconds.
+
+        Raises:
+            server.egress.EgressDenied: a per-call endpoint_url the operator did not allow.
+        """
+        if target.endpoint_url:
+            check_endpoint(target.endpoint_url)
+        budget = coarse_budget(remaining)
+        key = (service, target, budget)
         with self._lock:
             client = self._clients.get(key)
             if client is not None:
@@ -96,6 +121,18 @@ class Clients:
             if session is None:
                 session = botocore_session.Session(profile=target.profile or None)
                 session.register_component("data_loader", _loader())
+            config = dict(self._configs[service])
+            timeouts = fit(
+                config.pop("connect_timeout"),
+                config.pop("read_timeout"),
+                int(session.get_config_variable("max_attempts") or DEFAULT_ATTEMPTS),
+                budget,
+            )
+            config.update(
+                connect_timeout=timeouts.connect_timeout,
+                read_timeout=timeouts.read_timeout,
+                retries={"total_max_attempts": timeouts.attempts, "mode": "standard"},
+            )
             client = session.create_client(
                 service,
                 region_name=target.region
@@ -106,13 +143,14 @@ class Clients:
                 aws_access_key_id=target.access_key_id or None,
                 aws_secret_access_key=target.secret_access_key or None,
                 aws_session_token=target.session_token or None,
-                config=botocore_config.Config(**self._configs[service]),
+                config=botocore_config.Config(**config),
             )
+            client.meta.events.register("before-send", self._send_check)
             self._sessions[target.profile] = session
             SECRET_MASK.add((target.secret_access_key, target.session_token))
             self._clients[key] = client
             if len(self._clients) > self._limit:
-                (_, dropped), _ = self._clients.popitem(last=False)
+                (_, dropped, _), _ = self._clients.popitem(last=False)
                 SECRET_MASK.discard((dropped.secret_access_key, dropped.session_token))
             return client
 
@@ -120,7 +158,7 @@ class Clients:
         with self._lock:
             clients, self._clients = self._clients, collections.OrderedDict()
             self._sessions.clear()
-        for (_, target), client in clients.items():
+        for (_, target, _), client in clients.items():
             SECRET_MASK.discard((target.secret_access_key, target.session_token))
             client.close()
 

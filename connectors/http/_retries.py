@@ -12,6 +12,7 @@ import aiohttp
 from connectors._sessions import SessionPool, failure_reason
 from connectors._timing import ms_since, time_budget
 from server import errors, log
+from server.egress import EgressDenied
 
 from ._answer import Answer, send_once
 from ._outgoing import Outgoing
@@ -39,6 +40,9 @@ async def exchange(sessions: SessionPool, outgoing: Outgoing, context: Any, back
         started = time.perf_counter()
         try:
             answer = await send_once(session, outgoing, deadline - loop.time())
+        except EgressDenied:
+            log(f"-> refused by the egress policy after {ms_since(started)} ms")
+            raise
         except TimeoutError:
             log(f"-> no answer after {ms_since(started)} ms")
             message_text = f"{outgoing.target} did not answer within {max(budget, 0):.3g} s"

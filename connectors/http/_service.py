@@ -36,6 +36,8 @@ Errors (``error.error_code``, gRPC code):
                                              409 ABORTED, 429 RESOURCE_EXHAUSTED, 501 UNIMPLEMENTED,
                                              504 DEADLINE_EXCEEDED, other 5xx UNAVAILABLE, other 3xx
                                              and 4xx FAILED_PRECONDITION.
+    EgressDenied        PERMISSION_DENIED    the egress policy (server.egress) does not allow the host,
+                                             also for a redirect; nothing was sent.
     UpstreamTimeout     DEADLINE_EXCEEDED    no complete answer within the timeout.
     ConnectionError     UNAVAILABLE          refused, DNS failure, TLS failure, dropped connection...
     TooManyRedirects    FAILED_PRECONDITION  more than 10 redirects.
@@ -50,6 +52,7 @@ Modules: ``_outgoing`` validates the parameters into the request to send, ``_ret
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -57,7 +60,9 @@ import aiohttp
 from google.protobuf import message
 from spiff.connector.http.v1 import http_pb2, http_pb2_grpc
 
+from connectors._egress import egress_session
 from connectors._sessions import SessionPool
+from server.egress import EgressPolicy
 
 from ._answer import error_class, json_body
 from ._outgoing import Request, prepare
@@ -70,22 +75,32 @@ USER_AGENT = "spiff-connector-proxy"
 _Response = TypeVar("_Response", bound=message.Message)
 
 
-def _new_session() -> aiohttp.ClientSession:
+def _new_session(egress: EgressPolicy) -> aiohttp.ClientSession:
     # No cookie jar: one pool serves every process instance, which must not share cookies.
-    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": USER_AGENT})
+    return egress_session(
+        egress, "http", cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": USER_AGENT}
+    )
 
 
 class HttpService(http_pb2_grpc.HttpServiceServicer):
     """Sends each command's request with one pooled aiohttp session, opened on first use.
 
     Args:
-        session_factory: makes the session, inside the running event loop.
+        session_factory: makes the session, inside the running event loop; by default one whose
+            connections follow ``egress``.
         backoff: seconds before the second attempt; each later one waits twice as long.
+        egress: where requests may go; by default the proxy's egress settings (``server.egress``).
     """
 
     def __init__(
-        self, *, session_factory: Callable[[], aiohttp.ClientSession] = _new_session, backoff: float = 0.2
+        self,
+        *,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        backoff: float = 0.2,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        if session_factory is None:
+            session_factory = functools.partial(_new_session, egress or EgressPolicy.from_env())
         self._sessions = SessionPool(session_factory)
         self._backoff = backoff
 

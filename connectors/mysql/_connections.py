@@ -3,7 +3,9 @@
 A connection string is a ``mysql://`` (or ``mariadb://``) URI or key=value pairs; the password
 never reaches logs, spiff__logs or messages, which are scrubbed of it and of the string itself.
 Each pool is created lazily on the first call, with at most ``pool_size`` connections, recycled
-after 5 minutes, pinged before use.
+after 5 minutes, pinged before use. Its host is resolved once, when it is created, and the pool
+connects to the first address the egress policy allows (``server.egress``); TLS still verifies the
+server's certificate against the host name.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pymysql  # type: ignore[import-untyped]
 from connectors._sql import connections
 from connectors._sql.connections import Entry, PoolCache
 from server import errors
+from server.egress import EgressPolicy
 
 __all__ = ["Pools", "Target", "parse_target"]
 
@@ -102,14 +105,49 @@ def parse_target(conninfo: str) -> Target:
     return Target(conninfo, tuple(sorted(secrets, key=len, reverse=True)), where, options)
 
 
+class _NamedTLSContext(ssl.SSLContext):
+    """Verifies the server's certificate against ``server_name``: aiomysql gives the address it
+    connects to as the TLS server name, and the pool connects to a checked address."""
+
+    server_name: str
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side, self.server_name, session)
+
+
+def named_tls_context(server_name: str) -> ssl.SSLContext:
+    """``ssl.create_default_context()``'s settings, verifying certificates for ``server_name``."""
+    context = _NamedTLSContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    context.server_name = server_name
+    return context
+
+
 class Pools(PoolCache[Any]):
-    """One lazily created aiomysql pool per connection string, at most ``max_pools``."""
+    """One lazily created aiomysql pool per connection string, at most ``max_pools``.
+
+    Args:
+        egress: where connections may go (checked when a pool is created).
+    """
+
+    def __init__(
+        self, *, size: int, max_pools: int, connect_timeout: float, egress: EgressPolicy | None = None
+    ) -> None:
+        super().__init__(size=size, max_pools=max_pools, connect_timeout=connect_timeout)
+        self._egress = egress or EgressPolicy.from_env()
 
     @asynccontextmanager
     async def connection(self, target: Target, deadline: float) -> AsyncIterator[Any]:
         """A pooled connection in a transaction, committed on success, rolled back on error."""
         loop = asyncio.get_running_loop()
-        entry = await self._entry(target)
+        entry = await self._entry(target, deadline)
         entry.users += 1
         try:
             wait = max(min(self._connect_timeout, deadline - loop.time()), 0.001)
@@ -154,8 +192,12 @@ class Pools(PoolCache[Any]):
         pool.close()
         await pool.wait_closed()
 
-    async def _entry(self, target: Target) -> Entry[Any]:
+    async def _entry(self, target: Target, deadline: float) -> Entry[Any]:
         entry = self._cached(target.key)
+        if entry is not None:
+            return entry
+        options = await self._checked_options(target, deadline)
+        entry = self._cached(target.key)  # opened by another call meanwhile
         if entry is not None:
             return entry
         pool = await aiomysql.create_pool(
@@ -164,6 +206,29 @@ class Pools(PoolCache[Any]):
             pool_recycle=MAX_IDLE,
             connect_timeout=max(1, math.ceil(self._connect_timeout)),
             autocommit=False,
-            **target.options,
+            **options,
         )
         return await self._add(target, pool)
+
+    async def _checked_options(self, target: Target, deadline: float) -> dict[str, Any]:
+        """aiomysql's arguments with the host resolved once into the first allowed address.
+
+        Raises:
+            EgressDenied: the host name or every address is denied.
+            pymysql.err.OperationalError: the host does not resolve in time (MySQL error 2003, as
+                aiomysql reports it).
+        """
+        host, port = target.options["host"], target.options["port"]
+        wait = max(min(self._connect_timeout, deadline - asyncio.get_running_loop().time()), 0.001)
+        try:
+            async with asyncio.timeout(wait):
+                addresses = await self._egress.resolve(host, port, connector="mysql")
+        except (OSError, TimeoutError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no answer in time"
+            raise pymysql.err.OperationalError(
+                2003, f"Can't connect to MySQL server on {host!r} ({reason})"
+            ) from None
+        options = {**target.options, "host": addresses[0]}
+        if "ssl" in options:
+            options["ssl"] = named_tls_context(host)
+        return options

@@ -38,6 +38,7 @@ from connectors._sql.execution import affected
 from connectors._sql.statements import Plan
 from connectors._timing import ms_since
 from server import errors, json_values, log
+from server.egress import EgressPolicy
 
 from ._statements import DIALECT
 from ._values import JSON_TYPE, Outcome, rows
@@ -59,6 +60,7 @@ class MysqlService(mysql_pb2_grpc.MysqlServiceServicer):
         max_pools: connection strings with an open pool (CONNECTOR_PROXY_MYSQL_MAX_POOLS, 8).
         connect_timeout: seconds to connect or to wait for a free pooled connection
             (CONNECTOR_PROXY_MYSQL_CONNECT_TIMEOUT, 10).
+        egress: which servers may be reached; by default the proxy's egress settings (``server.egress``).
     """
 
     def __init__(
@@ -67,7 +69,9 @@ class MysqlService(mysql_pb2_grpc.MysqlServiceServicer):
         pool_size: int | None = None,
         max_pools: int | None = None,
         connect_timeout: float | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        self._egress = egress or EgressPolicy.from_env()
         self._pool_size = pool_size or int(env_number("CONNECTOR_PROXY_MYSQL_POOL_SIZE", 5))
         self._max_pools = max_pools or int(env_number("CONNECTOR_PROXY_MYSQL_MAX_POOLS", 8))
         self._connect_timeout = connect_timeout or env_number("CONNECTOR_PROXY_MYSQL_CONNECT_TIMEOUT", 10)
@@ -78,7 +82,10 @@ class MysqlService(mysql_pb2_grpc.MysqlServiceServicer):
         """The pools, created by the first call that needs one (with the driver)."""
         if self._pool_cache is None:
             self._pool_cache = driver.Pools(
-                size=self._pool_size, max_pools=self._max_pools, connect_timeout=self._connect_timeout
+                size=self._pool_size,
+                max_pools=self._max_pools,
+                connect_timeout=self._connect_timeout,
+                egress=self._egress,
             )
         return self._pool_cache
 

@@ -5,6 +5,10 @@ refused connection or an unknown database is reported at once with the server's 
 than after a pool timeout), with at most ``pool_size`` connections, idle ones closed after 5
 minutes, checked before use.
 
+Every connection, direct or pooled, resolves its host(s) once and connects only to the addresses
+the egress policy allows (given to libpq as ``hostaddr``, while ``host`` still names the server for
+TLS verification and .pgpass); Unix-domain sockets are not network egress and are not checked.
+
 The connection string and its passwords never reach logs, spiff__logs or messages: every message is
 scrubbed of them, and a connection string that does not parse is reported without libpq's text
 (which may quote it).
@@ -16,15 +20,16 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar, cast
 from urllib.parse import quote
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_attempts_async, conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from connectors._sql.connections import Entry, PoolCache, Target
 from server import errors
+from server.egress import EgressDenied, EgressPolicy
 
 from ._values import configure
 
@@ -57,12 +62,81 @@ def parse_target(conninfo: str) -> Target:
     return Target(conninfo, tuple(sorted(secrets, key=len, reverse=True)), f"{named} on {host}:{port}")
 
 
-class Pools(PoolCache[_Pool]):
-    """One lazily opened AsyncConnectionPool per connection string, at most ``max_pools``."""
+class _CheckedConnection(psycopg.AsyncConnection[Any]):
+    """Connects only to addresses the egress policy allows (a subclass per policy sets ``egress``)."""
 
-    def __init__(self, *, size: int, max_pools: int, connect_timeout: float) -> None:
+    egress: ClassVar[EgressPolicy] = EgressPolicy()
+
+    @classmethod
+    async def _get_connection_params(cls, conninfo: str, **kwargs: Any) -> dict[str, Any]:
+        params = await super()._get_connection_params(conninfo, **kwargs)
+        return await _checked_params(cls.egress, params)
+
+
+async def _checked_params(policy: EgressPolicy, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters with every host resolved once (psycopg's own resolution) into the allowed
+    ``hostaddr`` values, so that libpq connects to those and resolves nothing again.
+
+    Raises:
+        EgressDenied: every host, or every address of every host, is denied.
+        psycopg.OperationalError: no host resolves.
+    """
+    for host in str(params.get("host") or "").split(","):
+        if host and not _local(host):
+            policy.check_host(host, _port(params), connector="postgres_v2")
+    hosts: list[tuple[str, str, str]] = []
+    denied: EgressDenied | None = None
+    for attempt in await conninfo_attempts_async(params):
+        host, hostaddr = str(attempt.get("host") or ""), str(attempt.get("hostaddr") or "")
+        port = str(attempt.get("port") or "")
+        if not hostaddr:  # a Unix-domain socket
+            entry = (host, "", port)
+        else:
+            try:
+                policy.permitted(host or hostaddr, _port(attempt), [hostaddr], connector="postgres_v2")
+            except EgressDenied as exc:
+                denied = exc
+                continue
+            entry = (host or hostaddr, hostaddr, port)
+        if entry not in hosts:
+            hosts.append(entry)
+    if denied is not None and not hosts:
+        raise denied
+    checked = {
+        **params,
+        "host": ",".join(host for host, _, _ in hosts),
+        "hostaddr": ",".join(hostaddr for _, hostaddr, _ in hosts),
+    }
+    if any(port for _, _, port in hosts):
+        checked["port"] = ",".join(port for _, _, port in hosts)
+    return checked
+
+
+def _local(host: str) -> bool:
+    return host.startswith(("/", "@")) or host[1:2] == ":"  # a socket directory, abstract or on Windows
+
+
+def _port(params: dict[str, Any]) -> int:
+    text = str(params.get("port") or "5432").split(",")[0]
+    return int(text) if text.isdigit() else 5432
+
+
+class Pools(PoolCache[_Pool]):
+    """One lazily opened AsyncConnectionPool per connection string, at most ``max_pools``.
+
+    Args:
+        egress: where connections may go (each is checked when it is made).
+    """
+
+    def __init__(
+        self, *, size: int, max_pools: int, connect_timeout: float, egress: EgressPolicy | None = None
+    ) -> None:
         super().__init__(size=size, max_pools=max_pools, connect_timeout=connect_timeout)
         self._opening: dict[str, asyncio.Task[Entry[_Pool]]] = {}
+        attributes = {"egress": egress or EgressPolicy.from_env()}
+        self._connection_class = cast(
+            "type[Connection]", type("CheckedConnection", (_CheckedConnection,), attributes)
+        )
 
     @asynccontextmanager
     async def connection(self, target: Target, deadline: float) -> AsyncIterator[Connection]:
@@ -120,6 +194,7 @@ class Pools(PoolCache[_Pool]):
         await self._probe(target, deadline)
         pool: _Pool = AsyncConnectionPool(
             target.key,
+            connection_class=self._connection_class,
             kwargs={
                 "fallback_application_name": APPLICATION_NAME,
                 "connect_timeout": max(2, math.ceil(self._connect_timeout)),
@@ -143,7 +218,7 @@ class Pools(PoolCache[_Pool]):
             raise errors.DeadlineExceeded(msg, error_code="OperationalError")
         try:
             async with asyncio.timeout(wait):
-                conn = await psycopg.AsyncConnection.connect(
+                conn = await self._connection_class.connect(
                     target.key,
                     fallback_application_name=APPLICATION_NAME,
                     connect_timeout=max(2, math.ceil(wait)),

@@ -32,7 +32,8 @@ aclose().
 
 Errors carry the psycopg exception class name as error_code, as the old connector's did
 (``UndefinedTable``, ``UniqueViolation``, ``OperationalError``...), with the gRPC code from the
-SQLSTATE (see ``_errors``), plus InvalidParameters and PoolTimeout.
+SQLSTATE (see ``_errors``), plus InvalidParameters, PoolTimeout and EgressDenied (the egress
+policy, ``server.egress``, does not allow the host).
 
 Configuration (environment, read when the servicer is built; keyword arguments win):
     CONNECTOR_PROXY_POSTGRES_V2_POOL_SIZE        connections per database (default 5)
@@ -56,6 +57,7 @@ from connectors._sql.execution import Outcome, affected
 from connectors._sql.statements import Plan
 from connectors._timing import ms_since
 from server import errors, json_values, log
+from server.egress import EgressPolicy
 
 if TYPE_CHECKING:
     import psycopg
@@ -77,6 +79,7 @@ class PostgresV2Service(postgres_v2_pb2_grpc.PostgresV2ServiceServicer):
         max_pools: connection strings with an open pool (CONNECTOR_PROXY_POSTGRES_V2_MAX_POOLS, 8).
         connect_timeout: seconds to connect or to wait for a free pooled connection
             (CONNECTOR_PROXY_POSTGRES_V2_CONNECT_TIMEOUT, 10).
+        egress: which servers may be reached; by default the proxy's egress settings (``server.egress``).
     """
 
     def __init__(
@@ -85,7 +88,9 @@ class PostgresV2Service(postgres_v2_pb2_grpc.PostgresV2ServiceServicer):
         pool_size: int | None = None,
         max_pools: int | None = None,
         connect_timeout: float | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        self._egress = egress or EgressPolicy.from_env()
         self._pool_size = pool_size or int(env_number("CONNECTOR_PROXY_POSTGRES_V2_POOL_SIZE", 5))
         self._max_pools = max_pools or int(env_number("CONNECTOR_PROXY_POSTGRES_V2_MAX_POOLS", 8))
         self._connect_timeout = connect_timeout or env_number(
@@ -98,7 +103,10 @@ class PostgresV2Service(postgres_v2_pb2_grpc.PostgresV2ServiceServicer):
         """The pools, created by the first call that needs one (with the driver)."""
         if self._pool_cache is None:
             self._pool_cache = driver.Pools(
-                size=self._pool_size, max_pools=self._max_pools, connect_timeout=self._connect_timeout
+                size=self._pool_size,
+                max_pools=self._max_pools,
+                connect_timeout=self._connect_timeout,
+                egress=self._egress,
             )
         return self._pool_cache
 

@@ -19,7 +19,8 @@ from yarl import URL
 
 from connectors._sessions import SessionPool, failure_reason
 from connectors._timing import ms_since
-from server import errors, json_values, log
+from server import errors, json_values, log, run_blocking
+from server.egress import EgressDenied
 
 from ._message import Outgoing
 
@@ -37,7 +38,7 @@ class Answer:
 async def env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY give for ``url`` (in a thread: it may read ~/.netrc)."""
     try:
-        return await asyncio.to_thread(get_env_proxy_for_url, url)
+        return await run_blocking(get_env_proxy_for_url, url)
     except LookupError:
         return None, None
 
@@ -74,6 +75,9 @@ async def exchange(
                 response.headers.get("Retry-After"),
                 response.charset,
             )
+    except EgressDenied:
+        log(f"-> refused by the egress policy after {ms_since(started)} ms")
+        raise
     except TimeoutError:
         log(f"-> no answer after {ms_since(started)} ms")
         message_text = (

@@ -44,6 +44,8 @@ Errors (``error.error_code``, gRPC code):
                                                  api_url answering an HTML 404...).
     UpstreamTimeout         DEADLINE_EXCEEDED    no complete answer in time.
     ConnectionError         UNAVAILABLE          refused, DNS, TLS, dropped connection.
+    EgressDenied            PERMISSION_DENIED    the egress policy (server.egress) does not allow the
+                                                 API host (or the proxy); nothing was sent.
     InvalidParameters       INVALID_ARGUMENT     bad token, blocks or api_url.
 
 Why aiohttp and not slack_sdk's AsyncWebClient: for an HTML 502 (what a gateway in front of
@@ -59,6 +61,7 @@ reads the answer, ``_errors`` turns the final answer into the result or the docu
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -67,9 +70,11 @@ from typing import Any
 import aiohttp
 from spiff.connector.slack.v1 import slack_pb2, slack_pb2_grpc
 
+from connectors._egress import egress_session
 from connectors._sessions import SessionPool
 from connectors._timing import time_budget
 from server import log
+from server.egress import EgressPolicy
 
 from ._errors import rate_limited, result
 from ._exchange import env_proxy, exchange, retry_after
@@ -85,9 +90,11 @@ RETRY_ROOM = 1.0  # seconds the second attempt needs after waiting out Retry-Aft
 USER_AGENT = "spiff-connector-proxy"
 
 
-def _new_session() -> aiohttp.ClientSession:
+def _new_session(egress: EgressPolicy) -> aiohttp.ClientSession:
     # No cookie jar: one pool serves every process instance and token.
-    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": USER_AGENT})
+    return egress_session(
+        egress, "slack", cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": USER_AGENT}
+    )
 
 
 def _env_float(name: str, default: float) -> float:
@@ -113,7 +120,9 @@ class SlackService(slack_pb2_grpc.SlackServiceServicer):
         timeout: seconds per call, retry included; default ``CONNECTOR_PROXY_SLACK_TIMEOUT``, else 20.
         max_retry_wait: the longest Retry-After waited out once; 0 never retries. Default
             ``CONNECTOR_PROXY_SLACK_MAX_RETRY_WAIT``, else 5.
-        session_factory: makes the session, inside the running event loop.
+        session_factory: makes the session, inside the running event loop; by default one whose
+            connections follow ``egress``.
+        egress: where calls may go; by default the proxy's egress settings (``server.egress``).
 
     Raises:
         ValueError: a configured value is unusable (the server then refuses to start).
@@ -125,7 +134,8 @@ class SlackService(slack_pb2_grpc.SlackServiceServicer):
         api_url: str | None = None,
         timeout: float | None = None,
         max_retry_wait: float | None = None,
-        session_factory: Callable[[], aiohttp.ClientSession] = _new_session,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         base = api_url if api_url is not None else os.environ.get("CONNECTOR_PROXY_SLACK_API_URL", "")
         url = method_url(base or DEFAULT_API_URL)
@@ -148,6 +158,8 @@ class SlackService(slack_pb2_grpc.SlackServiceServicer):
         if not (math.isfinite(self._timeout) and self._timeout > 0):
             msg = f"the Slack timeout must be a number of seconds greater than 0, not {self._timeout}"
             raise ValueError(msg)
+        if session_factory is None:
+            session_factory = functools.partial(_new_session, egress or EgressPolicy.from_env())
         self._sessions = SessionPool(session_factory)
 
     async def aclose(self) -> None:

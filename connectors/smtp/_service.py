@@ -51,7 +51,8 @@ from spiff.connector.smtp.v1 import smtp_pb2, smtp_pb2_grpc
 
 from connectors._lazy import lazy_import
 from connectors._timing import ms_since, time_budget
-from server import errors, log
+from server import errors, log, run_blocking
+from server.egress import EgressDenied, EgressPolicy
 
 from ._errors import ENV_CA_FILE, all_refused, new_tls_context, ssl_error, translate
 from ._message import Outgoing, prepare
@@ -76,9 +77,17 @@ class SmtpService(smtp_pb2_grpc.SmtpServiceServicer):
             CONNECTOR_PROXY_SMTP_CA_FILE. It is read on the first TLS call.
         local_hostname: the EHLO name; defaults to CONNECTOR_PROXY_SMTP_LOCAL_HOSTNAME, else
             this host's FQDN (looked up once, in a worker thread).
+        egress: which servers may be reached; by default the proxy's egress settings (``server.egress``).
     """
 
-    def __init__(self, *, ca_file: str | None = None, local_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ca_file: str | None = None,
+        local_hostname: str | None = None,
+        egress: EgressPolicy | None = None,
+    ) -> None:
+        self._egress = egress or EgressPolicy.from_env()
         self._ca_file = ca_file if ca_file is not None else os.environ.get(ENV_CA_FILE, "")
         self._local_hostname = (
             local_hostname if local_hostname is not None else os.environ.get(ENV_LOCAL_HOSTNAME, "")
@@ -89,7 +98,7 @@ class SmtpService(smtp_pb2_grpc.SmtpServiceServicer):
         self._contexts: dict[bool, ssl.SSLContext] = {}  # by verify, for calls without smtp_tls_ca_cert
 
     async def SendEmail(self, request: smtp_pb2.SendEmailRequest, context: Any) -> smtp_pb2.SendEmailResponse:
-        outgoing = await asyncio.to_thread(prepare, request)
+        outgoing = await run_blocking(prepare, request)
         budget = time_budget(outgoing.timeout, context, DEADLINE_MARGIN)
         if budget <= 0:
             message_text = f"No time left to send through {outgoing.target}."
@@ -98,34 +107,41 @@ class SmtpService(smtp_pb2_grpc.SmtpServiceServicer):
         if outgoing.mode != "plain":
             tls_context = await self._tls_context(outgoing)
         local_hostname = await self._ehlo_name()
-        return await _deliver(outgoing, tls_context, local_hostname, budget)
+        return await _deliver(outgoing, tls_context, local_hostname, budget, self._egress)
 
     async def _tls_context(self, outgoing: Outgoing) -> ssl.SSLContext:
         if not outgoing.verify:
             log("TLS certificate verification is off (smtp_tls_verify is false).")
         if outgoing.ca_pem and outgoing.verify:
-            return await asyncio.to_thread(new_tls_context, True, outgoing.ca_pem, self._ca_file)
+            return await run_blocking(new_tls_context, True, outgoing.ca_pem, self._ca_file)
         tls_context = self._contexts.get(outgoing.verify)
         if tls_context is None:
-            tls_context = await asyncio.to_thread(new_tls_context, outgoing.verify, "", self._ca_file)
+            tls_context = await run_blocking(new_tls_context, outgoing.verify, "", self._ca_file)
             self._contexts[outgoing.verify] = tls_context
         return tls_context
 
     async def _ehlo_name(self) -> str:
         if not self._local_hostname:
-            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+            self._local_hostname = await run_blocking(socket.getfqdn)
         return self._local_hostname
 
 
 async def _deliver(
-    outgoing: Outgoing, tls_context: ssl.SSLContext | None, local_hostname: str, budget: float
+    outgoing: Outgoing,
+    tls_context: ssl.SSLContext | None,
+    local_hostname: str,
+    budget: float,
+    egress: EgressPolicy,
 ) -> smtp_pb2.SendEmailResponse:
-    """One SMTP session: connect, STARTTLS, login and send within ``budget`` seconds, then QUIT."""
+    """One SMTP session: connect, STARTTLS, login and send within ``budget`` seconds, then QUIT.
+
+    The host is resolved once and checked by the egress policy, and the session runs on a socket
+    connected to the checked address; TLS still verifies the certificate against the host name.
+    """
     loop = asyncio.get_running_loop()
     ends = loop.time() + budget
     smtp = aiosmtplib.SMTP(
-        hostname=outgoing.host,
-        port=outgoing.port,
+        hostname=outgoing.host,  # the TLS server name; the connection is the checked socket's
         use_tls=outgoing.mode == "ssl",
         start_tls=False,  # done explicitly below, and never opportunistically
         tls_context=tls_context,
@@ -139,7 +155,14 @@ async def _deliver(
     try:
         async with asyncio.timeout(budget):
             log(f"Connecting to {outgoing.target} ({described}).")
-            await smtp.connect()
+            sock, address = await egress.connect_socket(outgoing.host, outgoing.port, connector="smtp")
+            if address != outgoing.host:
+                log(f"Connected to {address}.")
+            try:
+                await smtp.connect(sock=sock)
+            finally:
+                if not smtp.is_connected:
+                    sock.close()
             if outgoing.mode == "starttls":
                 phase = "starting TLS"
                 log("Starting TLS.")
@@ -159,6 +182,9 @@ async def _deliver(
             )
             refused, reply = await smtp.sendmail(outgoing.sender, outgoing.recipients, outgoing.raw)
             polite = True
+    except EgressDenied:
+        log(f"-> refused by the egress policy after {ms_since(started)} ms")
+        raise
     except aiosmtplib.SMTPRecipientsRefused as exc:
         polite = True
         log(f"-> every recipient refused after {ms_since(started)} ms")

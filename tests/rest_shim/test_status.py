@@ -53,7 +53,7 @@ def test_status_table_has_exactly_one_row_per_code():
 
 
 # Subclasses that name a stable error_code of their own for a code another class already has.
-SPECIALISED = (errors.InvalidParameters, errors.ConnectorBusy, errors.ProxyBusy)
+SPECIALISED = (errors.InvalidParameters, errors.ConnectorBusy, errors.ProxyBusy, errors.EgressDenied)
 
 
 def test_every_failing_code_has_exactly_one_error_class():
