@@ -21,6 +21,7 @@ from server.schema import (
     command_options,
     connector_name,
     connector_options,
+    field_bounds,
     field_options,
     is_message,
 )
@@ -40,12 +41,38 @@ def _cell(text: str) -> str:
 def _json_type(schema: dict[str, Any]) -> str:
     kind = schema.get("type")
     if kind is None:
+        if "anyOf" in schema:  # an enum: its names
+            return _json_type(schema["anyOf"][0])
         return "any JSON"
+    if isinstance(kind, list):  # the declared type first, then the coercions and null
+        kind = kind[0]
     if kind == "array":
         return f"list of {_json_type(schema.get('items', {}))}"
     if "enum" in schema:
-        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+        return " \\| ".join(f"`{v}`" for v in schema["enum"] if v is not None)
     return str(kind)
+
+
+def _constraints(field: descriptor.FieldDescriptor) -> str:
+    """The constraints a field declares, as text: ``≥ 1``, ``> 0``, ``1 to 65535 characters``..."""
+    bounds = field_bounds(field)
+    if bounds is None:
+        return ""
+    parts = []
+    number = "{:g}".format
+    if bounds.minimum is not None:
+        parts.append(
+            f"> {number(bounds.minimum)}" if bounds.exclusive_minimum else f"≥ {number(bounds.minimum)}"
+        )
+    if bounds.maximum is not None:
+        parts.append(f"≤ {number(bounds.maximum)}")
+    if bounds.min_length is not None:
+        parts.append(f"at least {bounds.min_length} characters")
+    if bounds.max_length is not None:
+        parts.append(f"at most {bounds.max_length} characters")
+    if bounds.pattern is not None:
+        parts.append(f"matches `{bounds.pattern.pattern}`")
+    return ", " + ", ".join(parts)
 
 
 def _parameters(fields: Iterable[descriptor.FieldDescriptor]) -> list[str]:
@@ -54,7 +81,7 @@ def _parameters(fields: Iterable[descriptor.FieldDescriptor]) -> list[str]:
         options = field_options(field)
         default = f"`{options.default_json}`" if options.default_json else ""
         description = options.description + (" *Secret: never logged.*" if options.secret else "")
-        kind = f"{spiff_type(field)} ({_json_type(field_schema(field))})"
+        kind = f"{spiff_type(field)} ({_json_type(field_schema(field))}{_constraints(field)})"
         required = "yes" if options.required else ""
         rows.append(f"| `{field.name}` | {_cell(kind)} | {required} | {default} | {_cell(description)} |")
     return rows

@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import descriptor, message, message_factory
 
-from rest_shim._schema_json import field_schema, spiff_type
+from rest_shim._schema_json import allowed_values, field_schema, spiff_type
 from rest_shim._transcode import Decoder, ResultLayout
 from server import json_values
 from server.schema import (
@@ -132,7 +132,7 @@ def _describe_command(spec: CommandSpec) -> dict[str, Any]:
             parameter["description"] = options.description
         if options.default_json:
             parameter["default"] = json_values.loads(options.default_json)
-        enum = schema.get("enum")
+        enum = allowed_values(f)
         if enum:
             parameter["enum"] = enum
         parameter["secret"] = options.secret

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rest_shim._catalog import CommandSpec
-from rest_shim._schema_json import field_schema
+from rest_shim._schema_json import BOOL_TEXT, field_schema
 from server.schema import SPIFF_CONTEXT, command_options, field_options, is_message
 
 __all__ = ["openapi_document"]
@@ -40,15 +40,21 @@ _ENVELOPE: dict[str, Any] = {
     },
 }
 
+# spiff-arena's keys: a value of another type than described is ignored, not refused.
 _SPIFF_KEYS: dict[str, Any] = {
-    "spiff__process_instance_id": {"type": ["integer", "null"]},
-    "spiff__process_model_identifier": {"type": ["string", "null"]},
-    "spiff__task_id": {"type": "string"},
-    "spiff__task_data": {"type": "object"},
-    "spiff__callback_url": {"type": "string", "format": "uri"},
+    "spiff__process_instance_id": {"description": "An integer; any other value is ignored."},
+    "spiff__process_model_identifier": {"description": "Text; any other value is ignored."},
+    "spiff__task_id": {"description": "Text; any other value is ignored."},
+    "spiff__task_data": {
+        "description": "The task's data, any JSON (only commands that declare a SpiffContext see it)."
+    },
+    "spiff__callback_url": {
+        "description": "Where an asynchronous result is PUT: text, a URL; any other value is ignored."
+    },
     "proxy__async": {
-        "type": ["boolean", "string"],
-        "description": 'true: answer 202 and PUT the result to spiff__callback_url (also as "true").',
+        "type": ["boolean", "string", "null"],
+        "pattern": f"^(?:{BOOL_TEXT})$",
+        "description": 'true: answer 202 and PUT the result to spiff__callback_url (also "true", any case).',
     },
 }
 _PREFER = {

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from rest_shim._schema_json import BOOL_TEXT
 
 __all__ = ["PROXY_PREFIX", "ProxyOptions", "prefers_async", "split_proxy_options"]
 
@@ -13,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 PROXY_PREFIX = "proxy__"
 _ASYNC_KEY = "proxy__async"
+_BOOL_TEXT = re.compile(BOOL_TEXT)
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
@@ -69,7 +73,7 @@ def split_proxy_options(body: dict[str, Any]) -> ProxyOptions:
     for key in [k for k in body if k.startswith(PROXY_PREFIX)]:
         value = body.pop(key)
         if key == _ASYNC_KEY:
-            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            if isinstance(value, str) and _BOOL_TEXT.fullmatch(value):
                 value = value.strip().lower() == "true"
             if isinstance(value, bool):
                 options.run_async = value

@@ -16,13 +16,14 @@ from typing import Any
 
 from google.protobuf import descriptor, json_format, message, message_factory
 
-from rest_shim._schema_json import INT_RANGES
+from rest_shim._schema_json import BASE64_TEXT, BOOL_TEXT, INT_RANGES, INT_TEXT, NUMBER_TEXT, enum_prefix
 from server import json_values
 from server.errors import Violation
 from server.schema import (
     SPIFF_CONTEXT,
     MessagePlan,
     enum_type,
+    field_bounds,
     field_options,
     is_map,
     is_message,
@@ -33,7 +34,11 @@ from server.schema import (
 __all__ = ["DecodeResult", "Decoder", "ResultLayout", "encode_message"]
 
 FD = descriptor.FieldDescriptor
-_INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+# The text forms of scalars: exactly those the JSON Schema states (rest_shim._schema_json).
+_INT_TEXT = re.compile(INT_TEXT)
+_BOOL_TEXT = re.compile(BOOL_TEXT)
+_NUMBER_TEXT = re.compile(NUMBER_TEXT)
+_BASE64_TEXT = re.compile(BASE64_TEXT)
 _WELL_KNOWN_PREFIX = "google.protobuf."
 _RESERVED_PREFIXES = ("spiff__", "proxy__")
 
@@ -49,11 +54,13 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
     kind = field.type
     if kind == FD.TYPE_STRING:
         allowed = frozenset(field_options(field).allowed_values)
+        # A field with a declared length or pattern takes text only.
+        takes_numbers = field_bounds(field) is None
 
         def to_str(value: Any, path: str, bad: list[Violation]) -> Any:
             if isinstance(value, str):
                 text = value
-            elif isinstance(value, int | float) and not isinstance(value, bool):
+            elif takes_numbers and isinstance(value, int | float) and not isinstance(value, bool):
                 text = str(value)
             else:
                 msg = "must be a string"
@@ -78,7 +85,7 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
             ):
                 try:
                     number = int(value)
-                except ValueError:  # "1\x1f" (\s matches \x1c-\x1f, int() does not), or over 4300 digits
+                except ValueError:  # over 4300 digits
                     msg = "must be an integer"
                     raise _Bad(msg) from None
             else:
@@ -95,9 +102,9 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
         def to_bool(value: Any, path: str, bad: list[Violation]) -> Any:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            if isinstance(value, str) and _BOOL_TEXT.fullmatch(value):
                 return value.strip().lower() == "true"
-            if isinstance(value, int) and value in (0, 1):
+            if isinstance(value, int | float) and value in (0, 1):
                 return bool(value)
             msg = "must be a boolean"
             raise _Bad(msg)
@@ -112,14 +119,10 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
                 except OverflowError:  # an integer beyond a double's range, e.g. 10**400
                     msg = "is out of range for a number"
                     raise _Bad(msg) from None
-            if isinstance(value, str):
-                try:
-                    number = float(value)
-                except ValueError:
-                    pass
-                else:
-                    if math.isfinite(number):
-                        return number
+            if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+                number = float(value)
+                if math.isfinite(number):
+                    return number
             msg = "must be a number"
             raise _Bad(msg)
 
@@ -127,7 +130,7 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
     if kind == FD.TYPE_BYTES:
 
         def to_bytes(value: Any, path: str, bad: list[Violation]) -> Any:
-            if isinstance(value, str):
+            if isinstance(value, str) and _BASE64_TEXT.fullmatch(value):
                 try:
                     return base64.b64decode(value, validate=True)
                 except (binascii.Error, ValueError):
@@ -138,7 +141,7 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
         return to_bytes
     if kind == FD.TYPE_ENUM:
         enum = enum_type(field)
-        prefix = _enum_prefix(enum)
+        prefix = enum_prefix(enum)
         by_name: dict[str, int] = {}
         for v in enum.values:
             by_name[v.name.lower()] = v.number
@@ -148,8 +151,8 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
         def to_enum(value: Any, path: str, bad: list[Violation]) -> Any:
             if isinstance(value, str) and value.lower() in by_name:
                 return by_name[value.lower()]
-            if isinstance(value, int) and not isinstance(value, bool) and value in numbers:
-                return value
+            if isinstance(value, int | float) and not isinstance(value, bool) and value in numbers:
+                return int(value)
             msg = f"must be one of {', '.join(v.name.removeprefix(prefix).lower() for v in enum.values)}"
             raise _Bad(msg)
 
@@ -186,11 +189,6 @@ def _scalar_converter(field: descriptor.FieldDescriptor) -> Convert:
         return nested.decode_into(value, path + ".", bad, ignored=None)
 
     return to_message
-
-
-def _enum_prefix(enum: descriptor.EnumDescriptor) -> str:
-    words = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper()
-    return words + "_"
 
 
 def _field_converter(field: descriptor.FieldDescriptor) -> Convert:
@@ -283,7 +281,8 @@ class Decoder:
             return DecodeResult(None, [Violation("(body)", "is nested too deeply")], ignored)
         # A field whose value (or part of it) was refused is not also reported as missing.
         refused = [v.field for v in violations]
-        violations.extend(v for v in self.plan.missing(msg) if not any(_related(v.field, r) for r in refused))
+        found = [*self.plan.missing(msg), *self.plan.out_of_bounds(msg)]
+        violations.extend(v for v in found if not any(_related(v.field, r) for r in refused))
         if self.context_field is not None and not violations:
             try:
                 getattr(msg, self.context_field.name).CopyFrom(self._spiff_context(body))

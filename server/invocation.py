@@ -96,6 +96,7 @@ async def execute(
             names = ", ".join(v.field for v in missing)
             msg = f"Missing required parameters: {names}."
             raise InvalidParameters(msg, violations=missing)
+        command.plan.check(request)  # the ranges, lengths and patterns the proto declares
         if command.is_async:
             response = await command.behaviour(request, context)
         else:

@@ -7,6 +7,8 @@ custom options in ``spiff/connector/v1/options.proto`` are interpreted once.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,15 +16,17 @@ from google.protobuf import descriptor, message
 from spiff.connector.v1 import options_pb2, types_pb2
 
 from server import json_values
-from server.errors import Violation
+from server.errors import InvalidParameters, Violation
 
 __all__ = [
     "SPIFF_CONTEXT",
+    "Bounds",
     "MessagePlan",
     "command_options",
     "connector_name",
     "connector_options",
     "enum_type",
+    "field_bounds",
     "field_options",
     "message_type",
 ]
@@ -101,13 +105,121 @@ class _Default:
     value: Any
 
 
+_NUMBER_TYPES = (FD.CPPTYPE_DOUBLE, FD.CPPTYPE_FLOAT)
+_INTEGER_TYPES = (FD.CPPTYPE_INT32, FD.CPPTYPE_INT64, FD.CPPTYPE_UINT32, FD.CPPTYPE_UINT64)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The constraints a field declares (``minimum``, ``maximum``, ``exclusive_minimum``,
+    ``min_length``, ``max_length``, ``pattern``), checked on each of its values."""
+
+    field: descriptor.FieldDescriptor
+    minimum: float | None
+    maximum: float | None
+    exclusive_minimum: bool
+    min_length: int | None
+    max_length: int | None
+    pattern: re.Pattern[str] | None
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with one value, completing "<field> ...", or None."""
+        if isinstance(value, str):
+            if self.min_length is not None and len(value) < self.min_length:
+                return f"must have at least {self.min_length} characters"
+            if self.max_length is not None and len(value) > self.max_length:
+                return f"must have at most {self.max_length} characters"
+            if self.pattern is not None and not self.pattern.fullmatch(value):
+                return f"must match {self.pattern.pattern}"
+            return None
+        low, high = self.minimum, self.maximum
+        if isinstance(value, float) and math.isnan(value):
+            return "must be a number"
+        if low is not None and (value < low or (self.exclusive_minimum and value == low)):
+            return f"must be greater than {_number(low)}" if self.exclusive_minimum else self._range()
+        if high is not None and value > high:
+            return self._range()
+        return None
+
+    def _range(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"must be between {_number(self.minimum)} and {_number(self.maximum)}"
+        if self.minimum is not None:
+            return f"must be at least {_number(self.minimum)}"
+        return f"must be at most {_number(self.maximum or 0)}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def field_bounds(field: descriptor.FieldDescriptor) -> Bounds | None:
+    """The constraints ``field`` declares, or None.
+
+    Raises:
+        ValueError: when they do not fit the field (a bound on a string, a length on a number, a
+            bound between integers, an exclusive minimum other than 0, a zero value they refuse on
+            an optional field without presence, a pattern that does not compile).
+    """
+    options = field_options(field)
+    numeric = [name for name in ("minimum", "maximum") if options.HasField(name)]
+    textual = [name for name in ("min_length", "max_length") if options.HasField(name)]
+    if options.pattern:
+        textual.append("pattern")
+    if options.exclusive_minimum:
+        numeric.append("exclusive_minimum")
+    if not numeric and not textual:
+        return None
+    where = f"{field.full_name}: {', '.join(numeric + textual)}"
+    kind = field.cpp_type
+    if numeric and kind not in (*_NUMBER_TYPES, *_INTEGER_TYPES):
+        msg = f"{where} needs an integer or number field"
+        raise ValueError(msg)
+    if textual and field.type != FD.TYPE_STRING:
+        msg = f"{where} needs a string field"
+        raise ValueError(msg)
+    minimum = options.minimum if options.HasField("minimum") else None
+    maximum = options.maximum if options.HasField("maximum") else None
+    if kind in _INTEGER_TYPES and not all(b is None or float(b).is_integer() for b in (minimum, maximum)):
+        msg = f"{where} must be whole numbers on an integer field"
+        raise ValueError(msg)
+    if kind in _NUMBER_TYPES and (maximum is not None or minimum not in (None, 0.0)):
+        # A number's text form ("2.5") is stated by a pattern, which can tell the sign only.
+        msg = f"{where}: a number field supports a minimum of 0 only"
+        raise ValueError(msg)
+    if options.exclusive_minimum and (kind not in _NUMBER_TYPES or minimum is None):
+        msg = f"{where}: exclusive_minimum needs a number field with a minimum"
+        raise ValueError(msg)
+    try:
+        pattern = re.compile(options.pattern) if options.pattern else None
+    except re.error as exc:
+        msg = f"{where}: the pattern does not compile: {exc}"
+        raise ValueError(msg) from None
+    bounds = Bounds(
+        field,
+        minimum,
+        maximum,
+        options.exclusive_minimum,
+        options.min_length if options.HasField("min_length") else None,
+        options.max_length if options.HasField("max_length") else None,
+        pattern,
+    )
+    if not field.has_presence and not is_repeated(field) and not options.required:
+        zero = "" if field.type == FD.TYPE_STRING else 0
+        if bounds.problem(zero) is not None:
+            msg = f"{where} refuse the zero value of a field without presence: make it optional or required"
+            raise ValueError(msg)
+    return bounds
+
+
 class MessagePlan:
-    """Defaults and required-ness of one request message and of the messages nested in it
-    (singly, in lists or as map values), computed once.
+    """Defaults, required-ness and declared constraints of one request message and of the
+    messages nested in it (singly, in lists or as map values), computed once.
 
     Raises:
         ValueError: at start-up, when a default is declared on a field without presence
-            or does not parse: a schema mistake should stop the server, not a call.
+            or does not parse, or a constraint does not fit its field: a schema mistake
+            should stop the server, not a call.
     """
 
     def __init__(self, desc: descriptor.Descriptor, _plans: dict[str, MessagePlan] | None = None) -> None:
@@ -118,8 +230,12 @@ class MessagePlan:
         self.defaults: list[_Default] = []
         self.nested: list[tuple[descriptor.FieldDescriptor, MessagePlan]] = []
         self.secret: list[str] = []
+        self.bounds: list[Bounds] = []
         for field in desc.fields:
             options = field_options(field)
+            bounds = field_bounds(field)
+            if bounds is not None:
+                self.bounds.append(bounds)
             if options.required:
                 self.required.append(field)
             if options.secret and field.type == FD.TYPE_STRING and not is_repeated(field):
@@ -164,11 +280,47 @@ class MessagePlan:
                 found.extend(plan.missing(child, path + "."))
         return found
 
+    def out_of_bounds(self, msg: message.Message, prefix: str = "") -> list[Violation]:
+        """The values outside their field's declared constraints, by path (``items[2].label``);
+        absent fields are not checked, nor a field without presence holding its zero value."""
+        found: list[Violation] = []
+        for bounds in self.bounds:
+            name = bounds.field.name
+            value: Any = getattr(msg, name)
+            if is_repeated(bounds.field):
+                items = [(f"{prefix}{name}[{index}]", item) for index, item in enumerate(value)]
+            elif not (msg.HasField(name) if bounds.field.has_presence else value):
+                continue
+            else:
+                items = [(prefix + name, value)]
+            for path, item in items:
+                problem = bounds.problem(item)
+                if problem is not None:
+                    found.append(Violation(path, problem))
+        for field, plan in self.nested:
+            for path, child in _children(msg, field, prefix):
+                found.extend(plan.out_of_bounds(child, path + "."))
+        return found
+
+    def check(self, msg: message.Message) -> None:
+        """Raises InvalidParameters naming every value outside its declared constraints.
+
+        Raises:
+            InvalidParameters: some value is outside its constraints.
+        """
+        if not self.bounds and not self.nested:
+            return
+        bad = self.out_of_bounds(msg)
+        if bad:
+            text = "; ".join(f"{v.field} {v.description}" for v in bad)
+            error = f"Invalid parameters: {text}."
+            raise InvalidParameters(error, violations=bad)
+
 
 def _keep_nested_plans_with_work(plans: dict[str, MessagePlan]) -> None:
-    """Drops nested plans with no required field and no default anywhere below them, so calls
+    """Drops nested plans with no required field, default or constraint anywhere below them, so calls
     do not walk messages (JsonValue, Struct...) that have nothing to check."""
-    busy = {name for name, plan in plans.items() if plan.required or plan.defaults}
+    busy = {name for name, plan in plans.items() if plan.required or plan.defaults or plan.bounds}
     grew = True
     while grew:
         grew = False

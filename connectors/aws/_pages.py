@@ -36,12 +36,9 @@ class _PagedRequest(Protocol):
 def paging(
     request: _PagedRequest, bad: list[errors.Violation]
 ) -> tuple[int | None, int | None, dict[str, Any] | None]:
+    # Their ranges (at least 1) are declared in the proto and checked before the command runs.
     limit = request.limit if request.HasField("limit") else None
-    if limit is not None and limit < 1:
-        bad.append(errors.Violation("limit", "must be at least 1"))
     page_size = request.page_size if request.HasField("page_size") else None
-    if page_size is not None and page_size < 1:
-        bad.append(errors.Violation("page_size", "must be at least 1"))
     start = exact_json(request.exclusive_start_key, "exclusive_start_key", bad)
     if start is not None and not (isinstance(start, dict) and start):
         bad.append(errors.Violation("exclusive_start_key", "must be a LastEvaluatedKey object"))

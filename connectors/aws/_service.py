@@ -1,7 +1,9 @@
 """The aws servicer: DynamoDB items and S3 objects through boto3's low-level clients.
 
-Configuration: boto3's default chain, overridable per call (see ``_clients``). Retries are boto3's
-(AWS_RETRY_MODE, AWS_MAX_ATTEMPTS; standard mode, 3 attempts).
+Configuration: boto3's default chain, overridable per call (see ``_clients``); a per-call
+endpoint_url only when ``CONNECTOR_PROXY_AWS_ENDPOINT_URLS`` lists it or it is the configured
+AWS_ENDPOINT_URL[_S3|_DYNAMODB] (see ``_endpoints``). Retries are botocore's standard mode, at most
+AWS_MAX_ATTEMPTS (default 3) attempts, as many as fit the command's deadline (see ``_budget``).
 ``CONNECTOR_PROXY_AWS_MAX_OBJECT_BYTES`` (default 10 MiB) caps what GetFileData returns.
 
 boto3 blocks, so the commands are plain ``def`` methods, run in worker threads, on clients cached
@@ -31,9 +33,11 @@ from urllib.parse import quote
 from spiff.connector.aws.v1 import aws_pb2, aws_pb2_grpc
 
 from server import errors, json_values
+from server.egress import EgressPolicy
 
 from ._clients import Clients, Target, parse_target
-from ._data_urls import PRINTABLE, header_value, parse_data_url
+from ._data_urls import header_value, parse_data_url
+from ._endpoints import ENV_ENDPOINT_URLS, parse_endpoint_urls
 from ._errors import aws_errors, raise_bad
 from ._pages import paging, read_pages
 from ._values import item_attributes, key_value, typed_key
@@ -41,7 +45,6 @@ from ._values import item_attributes, key_value, typed_key
 __all__ = ["AwsService"]
 
 DEFAULT_MAX_OBJECT_BYTES = 10 * 1024 * 1024
-MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
 SCHEMA_TTL = 300.0  # seconds a table's key schema is reused
 
 
@@ -51,9 +54,15 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
     Args:
         max_object_bytes: the largest object GetFileData returns; by default
             ``CONNECTOR_PROXY_AWS_MAX_OBJECT_BYTES``, else 10 MiB.
-        connect_timeout: seconds to wait for a connection to AWS.
-        read_timeout: seconds to wait for an answer, below spiff-arena's 45 s budget.
+        connect_timeout: the longest wait for a connection to AWS.
+        read_timeout: the longest wait for an answer; both are shortened, and the attempts
+            reduced, to fit the command's deadline (see ``_budget``).
         max_clients: how many configurations keep a client.
+        egress: the policy every request's host is checked against; by default the proxy's
+            egress settings (``server.egress``).
+
+    Raises:
+        ValueError: ``CONNECTOR_PROXY_AWS_ENDPOINT_URLS`` lists something that is not an http(s) URL.
     """
 
     def __init__(
@@ -63,7 +72,9 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_clients: int = 64,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        parse_endpoint_urls(os.environ.get(ENV_ENDPOINT_URLS, ""))  # a mistake stops start-up
         if max_object_bytes is None:
             max_object_bytes = int(
                 os.environ.get("CONNECTOR_PROXY_AWS_MAX_OBJECT_BYTES") or DEFAULT_MAX_OBJECT_BYTES
@@ -79,7 +90,9 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
             "user_agent_extra": "spiff-connector-proxy",
         }
         self._clients = Clients(
-            {"dynamodb": common, "s3": {"signature_version": "s3v4", **common}}, max_clients
+            {"dynamodb": common, "s3": {"signature_version": "s3v4", **common}},
+            max_clients,
+            egress or EgressPolicy.from_env(),
         )
         self._schemas_lock = threading.Lock()
         self._schemas: dict[tuple[Target, str], tuple[float, dict[str, tuple[str, str]]]] = {}
@@ -101,7 +114,7 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
             self._schema_dropped_on_error(target, table),
             aws_errors(f"PutItem into table {table!r}") as call,
         ):
-            client = self._clients.get("dynamodb", target)
+            client = self._clients.get("dynamodb", target, context.time_remaining())
             call.at(client)
             condition: dict[str, Any] = {}
             if not overwrite:
@@ -125,7 +138,7 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
             self._schema_dropped_on_error(target, table),
             aws_errors(f"Query of table {table!r}") as call,
         ):
-            client = self._clients.get("dynamodb", target)
+            client = self._clients.get("dynamodb", target, context.time_remaining())
             call.at(client)
             keys = self._key_schema(client, target, table)
             partition_name, partition_type = keys["HASH"]
@@ -166,7 +179,7 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
             self._schema_dropped_on_error(target, table),
             aws_errors(f"Scan of table {table!r}") as call,
         ):
-            client = self._clients.get("dynamodb", target)
+            client = self._clients.get("dynamodb", target, context.time_remaining())
             call.at(client)
             params: dict[str, Any] = {"TableName": table}
             if start is not None:
@@ -184,7 +197,7 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
         raise_bad(bad)
         where = f"s3://{request.bucket}/{request.object_name}"
         with aws_errors(f"PutObject {where} ({len(content)} bytes, {content_type})") as call:
-            client = self._clients.get("s3", target)
+            client = self._clients.get("s3", target, context.time_remaining())
             call.at(client)
             answer = client.put_object(
                 Bucket=request.bucket, Key=request.object_name, Body=content, ContentType=content_type
@@ -205,7 +218,7 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
         raise_bad(bad)
         where = f"s3://{request.bucket}/{request.object_name}"
         with aws_errors(f"GetObject {where}") as call:
-            client = self._clients.get("s3", target)
+            client = self._clients.get("s3", target, context.time_remaining())
             call.at(client)
             answer = client.get_object(Bucket=request.bucket, Key=request.object_name)
             stream = answer["Body"]
@@ -248,18 +261,15 @@ class AwsService(aws_pb2_grpc.AwsServiceServicer):
         method = request.method if request.HasField("method") else "get"
         if method not in ("get", "put"):
             bad.append(errors.Violation("method", "must be one of get, put"))
+        # expires_in's range and content_type's pattern are declared in the proto, checked before.
         expires_in = request.expires_in if request.HasField("expires_in") else 3600
-        if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
-            bad.append(errors.Violation("expires_in", f"must be between 1 and {MAX_PRESIGN_SECONDS} seconds"))
-        if request.content_type and not PRINTABLE.fullmatch(request.content_type):
-            bad.append(errors.Violation("content_type", "must be printable ASCII"))
         raise_bad(bad)
         params = {"Bucket": request.bucket, "Key": request.object_name}
         if method == "put" and request.content_type:
             params["ContentType"] = request.content_type
         where = f"s3://{request.bucket}/{request.object_name}"
         with aws_errors(f"Presigning {method.upper()} {where} for {expires_in} s") as call:
-            client = self._clients.get("s3", target)
+            client = self._clients.get("s3", target, context.time_remaining())
             call.at(client)
             url = client.generate_presigned_url(f"{method}_object", Params=params, ExpiresIn=expires_in)
         expires_at = datetime.datetime.now(datetime.UTC).replace(microsecond=0)

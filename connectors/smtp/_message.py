@@ -59,8 +59,6 @@ def prepare(request: smtp_pb2.SendEmailRequest) -> Outgoing:
     host = request.smtp_host.strip()
     if not host or any(char.isspace() or char in "/@" for char in host) or CONTROL.search(host):
         bad.append(errors.Violation("smtp_host", "must be a host name or IP address"))
-    if not 0 < request.smtp_port < 65536:
-        bad.append(errors.Violation("smtp_port", "must be between 1 and 65535"))
     use_ssl = request.smtp_ssl if request.HasField("smtp_ssl") else False
     starttls = request.smtp_starttls if request.HasField("smtp_starttls") else False
     if use_ssl and starttls:
@@ -72,7 +70,7 @@ def prepare(request: smtp_pb2.SendEmailRequest) -> Outgoing:
     if request.smtp_tls_ca_cert:
         try:
             ssl.create_default_context(cadata=request.smtp_tls_ca_cert)
-        except (ssl.SSLError, ValueError):
+        except (ssl.SSLError, ValueError, TypeError):  # TypeError: text that is not ASCII
             bad.append(errors.Violation("smtp_tls_ca_cert", "must be PEM text of CA certificates"))
     senders = parse_addresses(request.email_from, "email_from", bad)
     if len(senders) != 1 and not any(v.field.startswith("email_from") for v in bad):

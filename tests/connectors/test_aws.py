@@ -22,10 +22,12 @@ from google.rpc import error_details_pb2, status_pb2
 from spiff.connector.aws.v1 import aws_pb2, aws_pb2_grpc
 
 from connectors.aws import AwsService
+from connectors.aws._budget import Fit, backoff_bound, coarse_budget, fit
 from server import errors, json_values
 from server.invocation import LocalContext
 from tests.connectors.aws_moto import REGION, MotoServer, unique
 from tests.connectors.commands import Commands
+from tests.connectors.smtp_target import SilentServer
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +60,7 @@ _AWS_VARIABLES = (
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_ROLE_ARN",
     "CONNECTOR_PROXY_AWS_MAX_OBJECT_BYTES",
+    "CONNECTOR_PROXY_AWS_ENDPOINT_URLS",
 )
 
 
@@ -87,8 +90,10 @@ def aws_env(monkeypatch, moto):
 
 
 @pytest.fixture
-def per_call(moto) -> dict[str, str]:
-    """The per-call configuration: the same endpoint, keys and region as parameters."""
+def per_call(moto, monkeypatch) -> dict[str, str]:
+    """The per-call configuration: the same endpoint, keys and region as parameters (the endpoint
+    allowed by the operator, as per-call endpoints must be)."""
+    monkeypatch.setenv("CONNECTOR_PROXY_AWS_ENDPOINT_URLS", moto.endpoint)
     return {
         "endpoint_url": moto.endpoint,
         "region": REGION,
@@ -290,7 +295,8 @@ async def test_scan_limit_stops_early_and_exclusive_start_key_resumes(proxy, mot
 async def test_paging_parameters_are_checked(proxy, aws_env, params, field):
     status, payload = await call(proxy, "ScanDynamoTable", table_name="any-table", **params)
     assert (status, payload["error"]["error_code"]) == (400, "InvalidParameters")
-    assert payload["error"]["message"].startswith(f"Invalid parameters: {field} ")
+    assert payload["error"]["message"].startswith("Invalid parameters")
+    assert f": {field} " in payload["error"]["message"]
 
 
 @pytest.fixture
@@ -536,8 +542,8 @@ async def test_presigned_urls_download_and_upload(proxy, moto, aws_env):
 @pytest.mark.parametrize(
     ("params", "problem"),
     [
-        ({"expires_in": 0}, "expires_in must be between 1 and 604800 seconds"),
-        ({"expires_in": 604801}, "expires_in must be between 1 and 604800 seconds"),
+        ({"expires_in": 0}, "expires_in must be between 1 and 604800"),
+        ({"expires_in": 604801}, "expires_in must be between 1 and 604800"),
         ({"method": "delete"}, "method must be one of get, put"),
     ],
 )
@@ -614,7 +620,8 @@ async def test_values_boto3_refuses(proxy, per_call):
     assert message.startswith("GetObject s3://no space!/x: Parameter validation failed:")
 
 
-async def test_no_credentials_and_no_region(proxy, moto):
+async def test_no_credentials_and_no_region(proxy, moto, monkeypatch):
+    monkeypatch.setenv("CONNECTOR_PROXY_AWS_ENDPOINT_URLS", moto.endpoint)
     status, code, message = await fails(
         proxy, "ScanDynamoTable", table_name="any-table", endpoint_url=moto.endpoint, region=REGION
     )
@@ -633,8 +640,9 @@ async def test_no_credentials_and_no_region(proxy, moto):
 
 
 @pytest.mark.parametrize("command", ["ScanDynamoTable", "GetFileData"])
-async def test_an_unreachable_endpoint_is_unavailable(proxy, per_call, closed_port, command):
+async def test_an_unreachable_endpoint_is_unavailable(proxy, per_call, closed_port, command, monkeypatch):
     per_call["endpoint_url"] = f"http://127.0.0.1:{closed_port}"
+    monkeypatch.setenv("CONNECTOR_PROXY_AWS_ENDPOINT_URLS", per_call["endpoint_url"])
     started = time.monotonic()
     status, payload = await call(
         proxy, command, table_name="any-table", bucket="any-bucket", object_name="x", **per_call
@@ -645,8 +653,11 @@ async def test_an_unreachable_endpoint_is_unavailable(proxy, per_call, closed_po
     assert payload["spiff__logs"][-1].startswith("-> no connection after ")
 
 
-async def test_secrets_stay_out_of_logs_messages_and_results(proxy, moto, per_call, closed_port, caplog):
+async def test_secrets_stay_out_of_logs_messages_and_results(
+    proxy, moto, per_call, closed_port, caplog, monkeypatch
+):
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("CONNECTOR_PROXY_AWS_ENDPOINT_URLS", f"{moto.endpoint},http://127.0.0.1:{closed_port}")
     per_call["aws_session_token"] = TOKEN
     table = moto.create_table(unique("secret"), ("id", "S"))
     bucket = moto.create_bucket(unique("secret"))
@@ -724,3 +735,58 @@ async def test_one_client_per_configuration_shared_by_threads(moto, aws_env, per
     finally:
         await service.aclose()
     assert service._clients._clients == {}
+
+
+# --- timeouts within the deadline ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [0.1, 0.4, 1.0, 2.0, 5.0, 9.0, 15.0, 20.0, 39.0, 44.0, 120.0])
+@pytest.mark.parametrize("attempts", [1, 3, 5])
+def test_timeouts_and_attempts_fit_the_budget(budget, attempts):
+    fitted = fit(5.0, 30.0, attempts, budget)
+    assert 1 <= fitted.attempts <= attempts
+    assert fitted.connect_timeout <= 5.0
+    assert fitted.read_timeout <= 30.0
+    worst = fitted.attempts * (fitted.connect_timeout + fitted.read_timeout) + backoff_bound(fitted.attempts)
+    assert worst <= max(budget, 0.2) + 1e-9
+
+
+def test_the_usual_deadline_keeps_the_configured_attempts():
+    assert fit(5.0, 30.0, 3, None) == Fit(5.0, 30.0, 3)
+    usual = fit(5.0, 30.0, 3, coarse_budget(40.0 - 0.05))
+    assert (usual.attempts, usual.connect_timeout) == (3, 5.0)
+    assert coarse_budget(39.97) == coarse_budget(39.6) == 39.0
+    assert coarse_budget(0.9) == 0.4
+    assert coarse_budget(0.2) == 0.1
+
+
+async def test_a_hung_endpoint_fails_within_the_deadline(monkeypatch):
+    """A server that accepts connections and never answers: botocore's 60 s defaults and retries
+    would hold the worker thread for minutes; the call ends within its deadline."""
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")  # botocore's default of 3 attempts, fitted to the deadline
+    with SilentServer() as silent:
+        endpoint = f"http://127.0.0.1:{silent.port}"
+        monkeypatch.setenv("CONNECTOR_PROXY_AWS_ENDPOINT_URLS", endpoint)
+        service = AwsService()
+        try:
+            request = aws_pb2.ScanDynamoTableRequest(
+                table_name="t",
+                endpoint_url=endpoint,
+                region=REGION,
+                aws_access_key_id=KEY_ID,
+                aws_secret_access_key=SECRET,
+            )
+            for deadline in (3.0, 3.2):  # the same whole-second budget: one client
+                started = time.monotonic()
+                with pytest.raises(errors.CommandError) as caught:
+                    await asyncio.to_thread(
+                        service.ScanDynamoTable, request, LocalContext(time.monotonic() + deadline)
+                    )
+                assert time.monotonic() - started < deadline + 0.5
+                assert (caught.value.code, caught.value.error_code) == (
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "ReadTimeoutError",
+                )
+            assert len(service._clients._clients) == 1
+        finally:
+            await service.aclose()

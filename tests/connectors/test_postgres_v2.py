@@ -430,7 +430,11 @@ BAD_PARAMETERS: list[tuple[str, dict[str, Any], list[str]]] = [
         {"schema": {"sql": " ", "values": 3, "fetch_results": "yes"}},
         ["schema.sql", "schema.values", "schema.fetch_results"],
     ),
-    ("DoSQL", {"schema": {"sql": "SELECT 1"}, "statement_timeout_ms": 0}, ["statement_timeout_ms"]),
+    (
+        "DoSQL",
+        {"schema": {"sql": "SELECT 1"}, "statement_timeout_ms": 0},
+        ["statement_timeout_ms must be at least 1"],  # its declared minimum, checked by the server
+    ),
     (
         "DoSQL",
         {"database_connection_str": "postgresql://u:pw@[bad/db", "schema": {"sql": "SELECT 1"}},
@@ -446,6 +450,7 @@ async def test_bad_parameters_are_reported_together(proxy, db):
         )
         assert payload["error"]["message"] in (
             f"Invalid parameters: {', '.join(fields)}.",
+            f"Invalid parameters for postgres_v2/{command}: {', '.join(fields)}.",
             "database_connection_str is not a libpq connection string (key=value ...) or postgresql:// URI.",
         )
 

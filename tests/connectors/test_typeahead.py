@@ -234,7 +234,7 @@ async def test_negative_limit_through_do_is_invalid_parameters(proxy):
     assert status == 400
     assert payload["error"] == {
         "error_code": "InvalidParameters",
-        "message": "limit must be 0 or more, not -1.",
+        "message": "Invalid parameters for typeahead/Search: limit must be at least 0.",
     }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from rest_shim import Catalogue
+from rest_shim._schema_json import BASE64_TEXT, BOOL_TEXT, NUMBER_TEXT, int_text_pattern
 from server._registry import Connector
 from tests.conftest import client_for
 from tests.protos_util import shim_factory
@@ -18,39 +19,84 @@ SPIFF_TYPES = {"str", "int", "bool", "any"}
 
 # The rich Echo request, in declaration order, without its SpiffContext field ``spiff``:
 # (parameter id, spiff type, JSON Schema of the value without description/default/examples).
+# The schemas state the coercions (an integer's text, a boolean's, a number for a string) and,
+# for optional parameters, null (absent).
+
+
+def _integer(low: int, high: int) -> dict[str, Any]:
+    pattern = f"^(?:{int_text_pattern(low, high)})$"
+    return {"type": ["integer", "string"], "minimum": low, "maximum": high, "pattern": pattern}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [*schema["type"], "null"]}
+
+
+INT32 = _integer(-(2**31), 2**31 - 1)
+COLOUR = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": "^(?:"
+            + "|".join(
+                "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in name)
+                for name in (
+                    "COLOUR_UNSPECIFIED",
+                    "UNSPECIFIED",
+                    "COLOUR_RED",
+                    "RED",
+                    "COLOUR_DARK_BLUE",
+                    "DARK_BLUE",
+                )
+            )
+            + ")$",
+        },
+        {"type": "integer", "enum": [0, 1, 2]},
+        {"type": "null"},
+    ]
+}
 ECHO_PARAMETERS = [
-    ("name", "str", {"type": "string"}),
-    ("count", "int", {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}),
-    ("big", "int", {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}),
-    ("small", "int", {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}),
-    ("flag", "bool", {"type": "boolean"}),
-    ("ratio", "any", {"type": "number"}),
-    ("blob", "str", {"type": "string", "contentEncoding": "base64"}),
-    ("colour", "str", {"type": "string", "enum": ["COLOUR_UNSPECIFIED", "COLOUR_RED", "COLOUR_DARK_BLUE"]}),
-    ("inner", "any", None),
+    ("name", "str", {"type": ["string", "number"], "minLength": 1}),
+    ("count", "int", _nullable(INT32)),
+    ("big", "int", _nullable(_integer(-(2**63), 2**63 - 1))),
+    ("small", "int", _nullable(_integer(0, 2**32 - 1))),
     (
-        "numbers",
-        "any",
-        {"type": "array", "items": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}},
+        "flag",
+        "bool",
+        {
+            "type": ["boolean", "string", "integer", "null"],
+            "pattern": f"^(?:{BOOL_TEXT})$",
+            "minimum": 0,
+            "maximum": 1,
+        },
     ),
+    ("ratio", "any", {"type": ["number", "string", "null"], "pattern": f"^(?:{NUMBER_TEXT})$"}),
+    (
+        "blob",
+        "str",
+        {"type": ["string", "null"], "contentEncoding": "base64", "pattern": f"^(?:{BASE64_TEXT})$"},
+    ),
+    ("colour", "str", COLOUR),
+    ("inner", "any", None),
+    ("numbers", "any", {"type": ["array", "null"], "items": INT32}),
     ("items", "any", None),
     ("scores", "any", None),
     ("data", "any", {}),
-    ("greeting", "str", {"type": "string"}),
-    ("retries", "int", {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}),
-    ("shade", "str", {"type": "string", "enum": ["COLOUR_UNSPECIFIED", "COLOUR_RED", "COLOUR_DARK_BLUE"]}),
+    ("greeting", "str", {"type": ["string", "number", "null"]}),
+    ("retries", "int", _nullable(INT32)),
+    ("shade", "str", COLOUR),
     ("extra", "any", {}),
-    ("mode", "str", {"type": "string", "enum": ["fast", "slow"]}),
-    ("token", "str", {"type": "string"}),
+    ("mode", "str", {"type": ["string", "null"], "enum": ["fast", "slow", None]}),
+    ("token", "str", {"type": ["string", "number", "null"]}),
     ("tree", "any", None),
 ]
 
 INNER_SCHEMA = {
     "type": "object",
     "properties": {
-        "label": {"type": "string"},
-        "size": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
-        "tags": {"type": "array", "items": {"type": "string"}},
+        "label": {"type": ["string", "number"], "minLength": 1},
+        "size": _nullable(INT32),
+        "tags": {"type": ["array", "null"], "items": {"type": ["string", "number"]}},
     },
     "additionalProperties": False,
     "required": ["label"],
@@ -110,7 +156,12 @@ async def test_example_command_is_described_exactly(proxy):
                 "required": True,
                 "description": "The text to echo.",
                 "secret": False,
-                "schema": {"type": "string", "description": "The text to echo.", "examples": ["hello"]},
+                "schema": {
+                    "type": ["string", "number"],
+                    "minLength": 1,
+                    "description": "The text to echo.",
+                    "examples": ["hello"],
+                },
             }
         ],
     }
@@ -137,12 +188,9 @@ async def test_field_kind_gives_spiff_type_and_schema(rich_proxy, name, spiff_ty
 
 async def test_nested_repeated_and_map_schemas(rich_proxy):
     parameters = _parameters(_command((await rich_proxy.get("/v1/commands")).json(), "rich/Echo"))
-    assert parameters["inner"]["schema"] == INNER_SCHEMA
-    assert parameters["items"]["schema"] == {"type": "array", "items": INNER_SCHEMA}
-    assert parameters["scores"]["schema"] == {
-        "type": "object",
-        "additionalProperties": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
-    }
+    assert parameters["inner"]["schema"] == {**INNER_SCHEMA, "type": ["object", "null"]}
+    assert parameters["items"]["schema"] == {"type": ["array", "null"], "items": INNER_SCHEMA}
+    assert parameters["scores"]["schema"] == {"type": ["object", "null"], "additionalProperties": INT32}
 
 
 async def test_recursive_message_schema_is_cut_off(rich_proxy):

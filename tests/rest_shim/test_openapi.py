@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import jsonschema
 import pytest
+from hypothesis import given, settings, strategies as st
 from openapi_spec_validator import validate
 
+from rest_shim._schema_json import INT_TEXT, int_text_pattern
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.anyio
@@ -65,3 +69,26 @@ async def test_document_needs_the_api_key_when_one_is_set(make_app):
         assert (
             await client.get("/openapi.json", headers={"Spiff-Connector-Proxy-Api-Key": "k"})
         ).status_code == 200
+
+
+BOUNDS = st.sampled_from(
+    [0, 1, -1, 9, 10, 99, 100, 65535, 86400, 604800, 2**31 - 1, -(2**31), 2**63 - 1, 2**64 - 1]
+)
+
+
+@settings(derandomize=True, database=None, max_examples=300)
+@given(
+    low=st.one_of(BOUNDS, st.integers(-(10**6), 10**6)),
+    high=st.one_of(BOUNDS, st.integers(-(10**6), 10**6)),
+    text=st.one_of(
+        st.integers(-(2**65), 2**65).map(str),
+        st.from_regex(r"[ \t]?[+-]?0{0,3}[0-9]{1,7}\n?", fullmatch=True),
+        st.text(max_size=6),
+    ),
+)
+def test_an_integer_pattern_takes_exactly_the_texts_of_its_range(low, high, text):
+    """The pattern the schema gives an integer's text agrees with the decoder: the text of an
+    integer (INT_TEXT) whose value is within the bounds."""
+    low, high = min(low, high), max(low, high)
+    expected = re.fullmatch(INT_TEXT, text) is not None and low <= int(text) <= high
+    assert (re.fullmatch(int_text_pattern(low, high), text) is not None) == expected
