@@ -7,6 +7,7 @@ embedded runner and the broker worker differ only in where they claim jobs and k
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -84,6 +85,10 @@ async def run_job(
     The same envelope ``/v1/do`` would have answered synchronously; a failure is an error envelope
     with ``error_code`` and ``command_response.body``. Never raises for the command's sake: a
     command that disappeared since the job was accepted becomes ``command_not_found``.
+
+    A refusal that started nothing and says when to try again (``ConnectorBusy``, an upstream's
+    ``ProxyBusy``) is tried again after that wait, within ``timeout``: nobody waits for a job's
+    answer, so a connector that is busy for a moment does not fail it.
     """
     spec = specs.get(command)
     if spec is None:
@@ -95,7 +100,16 @@ async def run_job(
         logger.exception("job request for %s cannot be read", spec.id)
         message = f"The stored request for {spec.id} cannot be read by this proxy."
         return json_values.dumps(error_envelope(500, "Internal", message, logs)).encode()
+    deadline = time.monotonic() + timeout
     reply = await invoker.invoke(spec.full_method, decoded, timeout)
+    while reply.failure is not None and reply.failure.retry_after is not None:
+        wait = reply.failure.retry_after
+        remaining = deadline - time.monotonic() - wait
+        if remaining <= 0:
+            break
+        logger.info("%s answered %s; trying again in %g s", spec.id, reply.failure.error_code, wait)
+        await asyncio.sleep(wait)
+        reply = await invoker.invoke(spec.full_method, decoded, remaining)
     _, body = render_reply(spec, reply, (*logs, *reply.logs))
     return body
 

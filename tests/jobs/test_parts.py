@@ -3,6 +3,9 @@ backoff, settings, and the gRPC JobsService."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import anyio
 import grpc
 import pytest
@@ -18,11 +21,13 @@ from jobs import (
     job_backend,
     jobs_service,
     prefers_async,
+    run_job,
     split_proxy_options,
 )
 from rest_shim import Catalogue
+from server import errors
 from server.app import create_server
-from server.invocation import LocalInvoker
+from server.invocation import LocalInvoker, Reply
 from server.settings import Settings
 from tests.jobs.conftest import CALLBACK_KEY, TASK_ID, callback_url, callbacks, job_in, running, spiff_body
 from tests.upstreams import upstream_to
@@ -274,3 +279,35 @@ async def test_no_credential_is_logged(make_app, make_jobs, spiff, caplog):
     assert CALLBACK_KEY not in caplog.text
     assert CALLBACK_KEY not in views
     assert "retrying" in caplog.text
+
+
+class _BusyThenAnswers:
+    """An invoker whose connector is busy for the first ``busy`` calls (nothing started), then runs."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.timeouts: list[float] = []
+
+    async def invoke(self, full_method: str, request: Any, timeout: float) -> Reply:
+        self.timeouts.append(timeout)
+        if len(self.timeouts) <= self.busy:
+            return Reply(None, errors.ConnectorBusy("busy", retry_after=0.05).to_failure())
+        return Reply(example_pb2.ExampleResponse(message=request.message), None)
+
+
+async def test_a_job_waits_out_a_busy_connector_within_its_timeout(connectors):
+    catalogue = Catalogue(c.service for c in connectors)
+    spec = catalogue.find("example", "Example")
+    assert spec is not None
+    request = example_pb2.ExampleRequest(message="hi").SerializeToString()
+    invoker = _BusyThenAnswers(busy=2)
+    body = await run_job({spec.full_method: spec}, invoker, spec.full_method, request, timeout=5)
+    assert json.loads(body)["command_response"]["body"]["message"] == "hi"
+    assert len(invoker.timeouts) == 3
+    assert invoker.timeouts[0] == 5
+    assert all(later < 5 for later in invoker.timeouts[1:])
+    # Out of time: the refusal is the job's answer.
+    stubborn = _BusyThenAnswers(busy=1000)
+    body = await run_job({spec.full_method: spec}, stubborn, spec.full_method, request, timeout=0.2)
+    assert json.loads(body)["error"]["error_code"] == "ConnectorBusy"
+    assert len(stubborn.timeouts) < 10
