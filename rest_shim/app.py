@@ -280,9 +280,9 @@ class ProxyEndpoints:
     async def _do(self, request: Request, spec: CommandSpec | None) -> Response:
         if not self._authorized(request):
             return _Unauthorized()
-        connector = request.path_params["connector"]
-        command = request.path_params["command"]
         if spec is None:
+            connector = request.path_params["connector"]
+            command = request.path_params["command"]
             return _reply(
                 404,
                 error_envelope(
@@ -311,8 +311,6 @@ class ProxyEndpoints:
         )
 
     async def _admitted(self, request: Request, spec: CommandSpec, ticket: Ticket | None) -> Response:
-        connector = request.path_params["connector"]
-        command = request.path_params["command"]
         try:
             raw = await self._read_body(request, ticket)
         except ProxyBusy as exc:
@@ -321,7 +319,7 @@ class ProxyEndpoints:
             return self._too_large()
         except ClientDisconnect:
             # The caller hung up mid-body: nothing ran and nobody is left to answer; not an error.
-            logger.info("client left during the body of %s/%s", connector, command)
+            logger.info("client left during the body of %s", spec.id)
             gone = _JSONResponse(b"", status_code=499)
             gone.error_code = "ClientDisconnected"
             return gone
