@@ -101,6 +101,25 @@ def test_example_result_lands_in_result_variable(delegate):
     }
 
 
+def test_rand_number_from_task_data_lands_in_the_result_variable(delegate):
+    """``rand/Number`` with ``max`` from task data (an int expression): a die roll in range."""
+    rolls = set()
+    for _ in range(30):
+        delegate.exchanges.clear()
+        workflow = run("rand_number", delegate, sides=6)
+        assert workflow.completed
+        roll = workflow.data["roll"]
+        assert set(roll) == {"body", "mimetype", "http_status", "headers", "operator_identifier"}
+        assert (roll["http_status"], roll["operator_identifier"]) == (200, "rand/Number")
+        assert 1 <= roll["body"]["number"] <= 6
+        rolls.add(roll["body"]["number"])
+        (exchange,) = delegate.exchanges
+        assert exchange["request"]["max"] == 6
+        assert exchange["request"]["min"] == 1
+        assert_v2_envelope(exchange)
+    assert len(rolls) > 1  # 30 rolls of one face: odds about 1 in 10^22
+
+
 def test_task_data_variables_tagged_values_and_stale_params(delegate):
     """Task data as the backend ships it: evaluated variables, tagged non-JSON types, stale params.
 
@@ -266,7 +285,13 @@ def test_catalog_offers_every_operator_the_diagrams_use(polyglot_delegate):
     for diagram in sorted(DIAGRAMS.glob("*.bpmn")):
         spec = load_workflow(diagram, diagram.stem, BackendScriptEngine(delegate)).spec
         used |= {t.operation_name for t in spec.task_specs.values() if hasattr(t, "operation_name")}
-    assert used == {"example/Example", "example/Delay", "http/GetRequestV2", "jsonata/Evaluate"}
+    assert used == {
+        "example/Example",
+        "example/Delay",
+        "http/GetRequestV2",
+        "jsonata/Evaluate",
+        "rand/Number",
+    }
     assert used <= offered, f"missing from the catalog: {sorted(used - offered)}"
 
 

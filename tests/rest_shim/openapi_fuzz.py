@@ -53,6 +53,7 @@ PROXY_FAILURES = {"DeadlineExceeded": 504, "ConnectorBusy": 503, "ProxyBusy": 50
 # Positive data refused for these fields alone (each named in the message) is not a finding.
 SEMANTIC: dict[str, set[str]] = {
     "http": {"url"},
+    "rand": {"min"},  # min must not exceed max: a relation between two fields
     "mysql": {"database_connection_str"},
     "postgres_v2": {"database_connection_str"},
     "aws": {
