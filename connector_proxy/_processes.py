@@ -30,8 +30,8 @@ from server.app import ExtraService, create_server
 from server.health import Health
 from server.metrics import exposition, watch_admission
 from server.security import server_credentials
-from server.settings import Settings, connector_env_name
-from server.upstreams import Federation, Upstream
+from server.settings import Settings
+from server.upstreams import Federation, Upstream, env_name
 
 __all__ = [
     "Drain",
@@ -92,7 +92,7 @@ def admission_for(settings: Settings, connectors: Sequence[Connector]) -> Admiss
     A ``CONNECTOR_PROXY_CONNECTOR_THREADS_<NAME>`` that names no hosted connector is a mistake
     (a typo would silently keep the default), so it stops start-up.
     """
-    by_env_name = {connector_env_name(c.name): c.name for c in connectors}
+    by_env_name = {env_name(c.name): c.name for c in connectors}
     unknown = [name for name, _ in settings.connector_thread_sizes if name not in by_env_name]
     if unknown and connectors:
         names = ", ".join(f"CONNECTOR_PROXY_CONNECTOR_THREADS_{name}" for name in unknown)

@@ -45,6 +45,8 @@ class JobsBusy(Exception):
     """As many jobs as the backend may hold are still pending (queued, running or delivering):
     the request is answered 503 ``JobsBusy`` with ``Retry-After`` and nothing was accepted."""
 
+    retry_after = 5.0  # seconds: pending jobs drain at the pace of their commands
+
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} jobs are still pending, as many as this proxy holds")
         self.limit = limit

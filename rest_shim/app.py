@@ -41,7 +41,6 @@ _READY = b'{"ready":true}'
 _DEFAULT_JOB_LIMIT = 100
 _MAX_JOB_LIMIT = 1000
 _REQUEST_ID = correlation.REQUEST_ID_HEADER.encode()
-_JOBS_RETRY_AFTER = 5.0  # seconds: pending jobs drain at the pace of their commands
 
 AccessLog = Callable[[str, int, str, float, str], None]
 """Told of each ``/v1/do`` answer: the command id (``unknown`` for none), the HTTP status, the
@@ -397,9 +396,7 @@ class ProxyEndpoints:
         except JobsBusy as exc:
             logger.warning("%s not accepted: %s", spec.id, exc)
             message = f"{spec.id} could not be accepted: {exc}. Nothing was started; try again later."
-            return _retry_after(
-                _reply(503, error_envelope(503, "JobsBusy", message, logs)), _JOBS_RETRY_AFTER
-            )
+            return _retry_after(_reply(503, error_envelope(503, "JobsBusy", message, logs)), exc.retry_after)
         except JobsUnavailable as exc:
             logger.error("%s not accepted: %s", spec.id, exc)
             message = f"{spec.id} could not be accepted: {exc}. Nothing was started; try again later."

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from server.errors import ProxyBusy
 
-__all__ = ["RETRY_AFTER", "Admission", "Ticket"]
-
-RETRY_AFTER = 1.0  # seconds: what a refused caller is told to wait
+__all__ = ["Admission", "Ticket"]
 
 
 class Ticket:
@@ -83,4 +81,4 @@ class Admission:
         """The error of a call refused for the calls limit (``calls``) or the bytes limit."""
         held = f"{self.max_calls} calls in flight" if calls else f"{self.max_bytes} bytes of request bodies"
         msg = f"The proxy is busy: it already holds {held}. Nothing was started; try again later."
-        return ProxyBusy(msg, retry_after=RETRY_AFTER)
+        return ProxyBusy(msg)

@@ -29,7 +29,6 @@ __all__ = [
     "Bulkhead",
     "Bulkheads",
     "configure",
-    "current",
     "reset",
     "run_blocking",
     "shared",
@@ -40,7 +39,6 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 DEFAULT_THREADS = 32
-RETRY_AFTER = 1.0  # seconds: what a refused caller is told to wait
 
 _current: contextvars.ContextVar[Bulkhead | None] = contextvars.ContextVar("bulkhead", default=None)
 
@@ -84,7 +82,7 @@ class Bulkhead:
                     f"The {self.name} connector is busy: all {self.size} of its threads are running "
                     "calls (a slow or unresponsive dependency?). Nothing was started; try again later."
                 )
-                raise ConnectorBusy(msg, retry_after=RETRY_AFTER)
+                raise ConnectorBusy(msg)
             self._busy += 1
         try:
             context = contextvars.copy_context()
@@ -156,11 +154,6 @@ def _after_fork() -> None:  # a forked child has the parent's pools without thei
 
 
 os.register_at_fork(after_in_child=_after_fork)
-
-
-def current() -> Bulkhead | None:
-    """The bulkhead of the connector whose command is running, if any."""
-    return _current.get()
 
 
 def using(bulkhead: Bulkhead) -> contextvars.Token[Bulkhead | None]:

@@ -95,11 +95,13 @@ class CommandError(Exception):
         result: the command's partial result (its response message), rendered into
             ``command_response`` as on success, e.g. the body of an upstream 404.
         violations: the bad parameters, for InvalidParameters.
-        retry_after: seconds after which trying again may succeed (REST: ``Retry-After``).
+        retry_after: seconds after which trying again may succeed (REST: ``Retry-After``);
+            defaults to the class's.
     """
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
     error_code_default: ClassVar[str | None] = None
+    retry_after_default: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -115,7 +117,7 @@ class CommandError(Exception):
         self.error_code = error_code or self.error_code_default or default_error_code(self.code)
         self.result = result
         self.violations = tuple(violations)
-        self.retry_after = retry_after
+        self.retry_after = retry_after if retry_after is not None else self.retry_after_default
 
     def to_failure(self) -> Failure:
         return Failure(
@@ -174,12 +176,14 @@ class ConnectorBusy(Unavailable):
     """Every thread of the connector's pool is taken: answered at once instead of queueing."""
 
     error_code_default = "ConnectorBusy"
+    retry_after_default = 1.0
 
 
 class ProxyBusy(Unavailable):
     """The process already holds as many calls, or bytes of bodies, as its settings allow."""
 
     error_code_default = "ProxyBusy"
+    retry_after_default = 1.0
 
 
 class Unimplemented(CommandError):

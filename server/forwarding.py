@@ -10,12 +10,12 @@ details and log lines. An upstream that cannot be reached answers UNAVAILABLE,
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
 from server.admission import Admission
-from server.errors import ProxyBusy
+from server.errors import Failure, ProxyBusy
 from server.metrics import upstream_call
 from server.upstreams import Federation, Upstream, UpstreamState
 from server.wire import API_KEY_METADATA, STATUS_DETAILS_KEY
@@ -37,11 +37,17 @@ def _trailers(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
     return tuple((k, v) for k, v in metadata or () if k == STATUS_DETAILS_KEY or _passed_on(k))
 
 
+async def _abort(failure: Failure, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+    """Ends the call with ``failure``, its details in the trailer as the server's own calls send them."""
+    details = ((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),)
+    await context.abort(failure.code, failure.message, details)
+    raise AssertionError  # pragma: no cover - abort always raises
+
+
 async def _unavailable(upstream: Upstream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     failure = upstream.unavailable()
     upstream_call(upstream.name, failure.code)
-    details = ((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),)
-    await context.abort(failure.code, failure.message, details)
+    await _abort(failure, context)
 
 
 class UpstreamForwarder(grpc.GenericRpcHandler):
@@ -69,17 +75,14 @@ class UpstreamForwarder(grpc.GenericRpcHandler):
         """The handler of ``method``: admitted like the server's own calls, then passed on."""
         admission = self._admission
         forward = self._forwarder(method)
+        if admission is None:
+            return forward
 
         async def admitted(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-            if admission is None:
-                return await forward(request, context)
             try:
                 ticket = admission.admit(len(request))
             except ProxyBusy as exc:
-                failure = exc.to_failure()
-                details = ((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),)
-                await context.abort(failure.code, failure.message, details)
-                raise AssertionError from exc  # pragma: no cover - abort always raises
+                await _abort(exc.to_failure(), context)
             try:
                 return await forward(request, context)
             finally:

@@ -12,7 +12,7 @@ from server.bulkheads import DEFAULT_THREADS
 from server.egress import EgressPolicy
 from server.upstreams import UpstreamConfig, parse_upstreams
 
-__all__ = ["Settings", "connector_env_name"]
+__all__ = ["Settings"]
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -255,11 +255,6 @@ def _thread_sizes(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
             if name.startswith(_THREADS_PREFIX) and len(name) > len(_THREADS_PREFIX)
         )
     )
-
-
-def connector_env_name(connector: str) -> str:
-    """How a connector's name appears in setting names: ``postgres_v2`` → ``POSTGRES_V2``."""
-    return "".join(c if c.isalnum() else "_" for c in connector).upper()
 
 
 def _grpc_tls(env: Mapping[str, str]) -> dict[str, str | None]:

@@ -6,7 +6,9 @@ runs once in-process (``local``) and once over a gRPC channel to a real server (
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -87,6 +89,14 @@ async def proxy(make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the default shim, on whichever path ``make_app`` is parametrized to."""
     async with client_for(make_app()) as client:
         yield client
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Waits, at most ``seconds``, for ``condition``, which other tasks or threads make true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.02)
 
 
 def client_for(app: Starlette) -> httpx.AsyncClient:

@@ -3,7 +3,7 @@ current, their calls made over one channel each, and one routing of local and re
 
 from __future__ import annotations
 
-from server.upstreams._config import UpstreamConfig, parse_upstreams
+from server.upstreams._config import UpstreamConfig, env_name, parse_upstreams
 from server.upstreams._federation import Federation
 from server.upstreams._reflection import INFRASTRUCTURE, DiscoveryError, Schema, read_schema
 from server.upstreams._upstream import UNAVAILABLE_ERROR_CODE, Upstream, UpstreamState, logs_of
@@ -17,6 +17,7 @@ __all__ = [
     "Upstream",
     "UpstreamConfig",
     "UpstreamState",
+    "env_name",
     "logs_of",
     "parse_upstreams",
     "read_schema",

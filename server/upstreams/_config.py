@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from server.wire import API_KEY_METADATA
 
-__all__ = ["UpstreamConfig", "parse_upstreams"]
+__all__ = ["UpstreamConfig", "env_name", "parse_upstreams"]
 
 _PREFIX = "CONNECTOR_PROXY_UPSTREAM_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -42,7 +42,9 @@ class UpstreamConfig:
         return f"{'grpcs' if self.tls else 'grpc'}://{self.target}"
 
 
-def _env_name(name: str) -> str:
+def env_name(name: str) -> str:
+    """How a name (an upstream's, a connector's) appears in setting names: ``postgres_v2`` →
+    ``POSTGRES_V2``."""
     return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
@@ -73,10 +75,10 @@ def _one(spec: str, env: Mapping[str, str]) -> UpstreamConfig:
         )
         raise ValueError(msg)
     name = name.strip() or _default_name(host_port)
-    if not _NAME.match(name) or _env_name(name) == "METADATA":
+    if not _NAME.match(name) or env_name(name) == "METADATA":
         msg = f"CONNECTOR_PROXY_GRPC_TARGETS: the name {name!r} may hold letters, digits, '_', '.' and '-'"
         raise ValueError(msg)
-    own = f"{_PREFIX}{_env_name(name)}_"
+    own = f"{_PREFIX}{env_name(name)}_"
 
     def setting(key: str) -> str | None:
         # The target's own variable, else the one for every target.
@@ -145,7 +147,7 @@ def parse_upstreams(env: Mapping[str, str]) -> tuple[UpstreamConfig, ...]:
     configs = [_one(part.strip(), env) for part in raw.split(",") if part.strip()]
     seen: set[str] = set()
     for config in configs:
-        key = _env_name(config.name)
+        key = env_name(config.name)
         if key in seen:
             msg = f"CONNECTOR_PROXY_GRPC_TARGETS: two targets are named {config.name!r}; name them apart"
             raise ValueError(msg)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -20,6 +19,7 @@ from server.app import create_server
 from server.settings import Settings
 from server.upstreams import UpstreamState
 from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY
+from tests.conftest import until
 from tests.ports import free_port
 from tests.upstreams import proxy_fronting
 
@@ -28,13 +28,6 @@ pytestmark = pytest.mark.anyio
 
 def by_name(connectors: list[Connector], *names: str) -> list[Connector]:
     return [c for c in connectors if c.name in names]
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_late_upstream_joins_the_catalogue_and_a_clash_keeps_the_first_owner(

@@ -18,7 +18,8 @@ from server.app import create_server
 from server.health import Health
 from server.invocation import Reply
 from server.upstreams import Federation, Upstream, UpstreamConfig, UpstreamState
-from tests.federation.test_federation import by_name, until
+from tests.conftest import until
+from tests.federation.test_federation import by_name
 from tests.ports import free_port
 
 pytestmark = pytest.mark.anyio

@@ -4,7 +4,7 @@ refused at once with 503 ``ProxyBusy`` and ``Retry-After``, on REST and on the g
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -19,7 +19,7 @@ from server.app import create_server
 from server.metrics import exposition, watch_admission
 from server.settings import Settings
 from server.wire import STATUS_DETAILS_KEY
-from tests.conftest import AppFactory, client_for
+from tests.conftest import AppFactory, client_for, until
 
 pytestmark = pytest.mark.anyio
 
@@ -30,16 +30,6 @@ def nap(seconds: float, padding: int = 0) -> dict[str, object]:
     if padding:
         body["padding"] = "x" * padding  # no such parameter: ignored, but its bytes are held
     return body
-
-
-async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Waits (at most ``seconds``) for ``condition``, which other tasks or threads make true."""
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    msg = "the condition never held"
-    raise AssertionError(msg)
 
 
 def scrape() -> str:
@@ -60,7 +50,7 @@ async def test_calls_beyond_the_limit_are_refused_at_once_then_admitted_again(ma
     admission = Admission(max_calls=2, max_bytes=1 << 20)
     async with client_for(make_rich_app(admission=admission)) as client:
         held = [asyncio.create_task(client.post("/v1/do/rich/Nap", json=nap(1))) for _ in range(2)]
-        await until(lambda: admission.calls == 2)
+        await until(lambda: admission.calls == 2, 5)
         watch_admission(admission)
         assert "spiff_connector_proxy_calls_in_flight 2.0" in scrape()
         started = asyncio.get_running_loop().time()
@@ -77,7 +67,7 @@ async def test_bodies_are_held_against_the_byte_limit(make_rich_app: AppFactory)
     admission = Admission(max_calls=100, max_bytes=1000)
     async with client_for(make_rich_app(admission=admission)) as client:
         held = asyncio.create_task(client.post("/v1/do/rich/Nap", json=nap(1, padding=600)))
-        await until(lambda: admission.bytes >= 600)
+        await until(lambda: admission.bytes >= 600, 5)
         assert_busy(
             await client.post("/v1/do/rich/Echo", json={"name": "x" * 600}),
             "1000 bytes of request bodies",
@@ -130,7 +120,7 @@ async def test_the_grpc_port_refuses_with_retry_info(connectors: list[Connector]
             held = asyncio.ensure_future(
                 stub.Delay(example_pb2.DelayRequest(message="hi", seconds=1), timeout=5)
             )
-            await until(lambda: admission.calls == 1)
+            await until(lambda: admission.calls == 1, 5)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Example(example_pb2.ExampleRequest(message="hi"), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -196,7 +186,7 @@ async def test_a_full_connector_pool_answers_503_connector_busy_through_the_shim
 ):
     async with client_for(make_rich_app(command_timeout=0.5)) as client:
         hung = asyncio.create_task(client.post("/v1/do/rich/Sleep", json={"seconds": 1.5}))
-        await until(lambda: bulkheads.shared()["rich"].busy == 1)
+        await until(lambda: bulkheads.shared()["rich"].busy == 1, 5)
         assert 'spiff_connector_proxy_connector_threads_busy{connector="rich"} 1.0' in scrape()
         assert 'spiff_connector_proxy_connector_threads{connector="rich"} 1.0' in scrape()
         busy = await client.post("/v1/do/rich/Sleep", json={"seconds": 0})
@@ -210,5 +200,5 @@ async def test_a_full_connector_pool_answers_503_connector_busy_through_the_shim
         # Answered, but its thread still sleeps: the pool is still full until it wakes.
         still_busy = await client.post("/v1/do/rich/Sleep", json={"seconds": 0})
         assert still_busy.json()["error"]["error_code"] == "ConnectorBusy"
-        await until(lambda: bulkheads.shared()["rich"].busy == 0)
+        await until(lambda: bulkheads.shared()["rich"].busy == 0, 5)
         assert (await client.post("/v1/do/rich/Sleep", json={"seconds": 0})).status_code == 200

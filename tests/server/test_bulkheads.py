@@ -58,7 +58,7 @@ async def test_a_full_pool_refuses_at_once_without_starting_anything():
         await bulkhead.run(gate.wait)
     assert asyncio.get_running_loop().time() - started < 0.1
     assert (refused.value.code, refused.value.error_code) == (grpc.StatusCode.UNAVAILABLE, "ConnectorBusy")
-    assert refused.value.retry_after == bulkheads.RETRY_AFTER
+    assert refused.value.retry_after == 1.0
     assert "all 2 of its threads" in refused.value.message
     gate.opened.set()
     assert await asyncio.gather(*running) == ["done", "done"]
