@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.client
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -28,11 +30,23 @@ __all__ = [
     "cpu_seconds",
     "free_ports",
     "http_request",
+    "machine",
     "rss_mib",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+def machine() -> dict[str, object]:
+    """When and where a run was made, for its results' ``meta``."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+
 
 # The command lines of the project's own processes: the bench starts them from here and nowhere
 # else, so a moved entry point is a change of these lines only.

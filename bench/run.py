@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +30,7 @@ from bench.procs import (
     cpu_seconds,
     free_ports,
     http_request,
+    machine,
     rss_mib,
 )
 from bench.remote import RemoteSystems, envoy_path, start_remote_systems
@@ -537,10 +534,7 @@ def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> Report:
     if any(r.errors for r in runs.values()):
         notes.append("some runs had errors (non-2xx, timeouts or socket errors); see the errors column")
     meta: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
+        **machine(),
         "loadgen": loadgen,
         "connections": args.connections,
         "duration_s": args.duration,

@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import http.client
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -46,7 +43,18 @@ from types import TracebackType
 from typing import Any
 
 from bench.load import ensure_wrk, percentile
-from bench.procs import PROXY_ARGV, PYTHON, ROOT, Proc, Procs, clean_env, cpu_seconds, free_ports, rss_mib
+from bench.procs import (
+    PROXY_ARGV,
+    PYTHON,
+    ROOT,
+    Proc,
+    Procs,
+    clean_env,
+    cpu_seconds,
+    free_ports,
+    machine,
+    rss_mib,
+)
 from bench.soak_apps import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 from bench.soak_lua import Kind, lua_script
 
@@ -898,10 +906,7 @@ def main(options: SoakOptions, output: Path, allow_install: bool = True, say: Sa
             with Procs(tmp) as procs, SoakStack(procs, tmp, options, say) as stack:
                 report = run_soak(stack, wrk, say=say)
                 report.meta = {
-                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "host": platform.node(),
-                    "cpus": os.cpu_count(),
-                    "python": sys.version.split()[0],
+                    **machine(),
                     "wrk": wrk,
                     "proxy": " ".join(["python" if a == PYTHON else a for a in PROXY_ARGV]),
                 }
