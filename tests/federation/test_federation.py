@@ -11,10 +11,12 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import message_factory
+from google.rpc import error_details_pb2, status_pb2
 from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
 
 from connector_proxy._processes import federation_for
 from server._registry import Connector
+from server.admission import Admission
 from server.app import create_server
 from server.settings import Settings
 from server.upstreams import UpstreamState
@@ -145,3 +147,40 @@ async def test_the_grpc_port_passes_an_upstreams_failure_through_unchanged(conne
         await proxy_server.stop(None)
         await federation.close(None)
         await upstream_server.stop(None)
+
+
+async def test_the_grpc_port_admits_passed_through_calls_like_its_own(connectors):
+    """A call passed through to an upstream holds a place of the proxy's admission until it is
+    answered; beyond the limit the proxy refuses it itself: UNAVAILABLE, ProxyBusy, RetryInfo."""
+    upstream_server, upstream_port = await create_server(by_name(connectors, "example"), "127.0.0.1:0")
+    settings = Settings.from_env({"CONNECTOR_PROXY_GRPC_TARGETS": f"up=127.0.0.1:{upstream_port}"})
+    federation = federation_for(settings, [])
+    await federation.start()
+    admission = Admission(max_calls=1, max_bytes=1 << 20)
+    proxy_server, proxy_port = await create_server(
+        [], "127.0.0.1:0", federation=federation, admission=admission
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}") as channel:
+            stub = example_pb2_grpc.ExampleServiceStub(channel)  # type: ignore[no-untyped-call]
+            held = asyncio.ensure_future(
+                stub.Delay(example_pb2.DelayRequest(seconds=1, message="m"), timeout=5)
+            )
+            await until(lambda: admission.calls == 1, 5)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Example(example_pb2.ExampleRequest(message="hi"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            details = next(v for k, v in refused.value.trailing_metadata() or () if k == STATUS_DETAILS_KEY)
+            status = status_pb2.Status.FromString(details)
+            info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+            assert status.details[0].Unpack(info)
+            assert info.reason == "ProxyBusy"
+            assert any(d.Unpack(retry) for d in status.details)
+            assert retry.retry_delay.seconds == 1
+            assert (await held).waited_seconds == 1
+            assert (await stub.Example(example_pb2.ExampleRequest(message="hi"), timeout=5)).message == "hi"
+    finally:
+        await proxy_server.stop(None)
+        await federation.close(None)
+        await upstream_server.stop(None)
+    assert (admission.calls, admission.bytes) == (0, 0)
