@@ -22,7 +22,7 @@ from connector_proxy._logging import access_log_for, configure_logging
 from connector_proxy._metrics_port import serving_metrics
 from connector_proxy._tracing import start_tracing
 from jobs import job_backend, jobs_service
-from rest_shim import Catalogue, create_app, metrics_exposition, replace_catalogue
+from rest_shim import AuthFlow, Catalogue, create_app, metrics_exposition, replace_catalogue
 from server import bulkheads
 from server._registry import Connector, discover
 from server.admission import Admission
@@ -224,6 +224,7 @@ def build_proxy_app(
         access_log=access_log_for(settings),
         metrics=settings.metrics,
         admission=admission,
+        auth_flow=AuthFlow(settings.oauth_redirect_urls, settings.oauth_state_secret, settings.public_url),
     )
     if tracing is not None:
         tracing.instrument_app(app, settings.path_prefix)

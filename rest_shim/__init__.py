@@ -8,6 +8,7 @@ names here) for long-running commands; the backends live in :mod:`jobs`.
 
 from __future__ import annotations
 
+from rest_shim._auth_flow import AuthFlow
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._jobs import (
     CannotRedeliver,
@@ -23,6 +24,7 @@ from rest_shim.app import create_app, metrics_exposition, replace_catalogue
 
 __all__ = [
     "PROXY_PREFIX",
+    "AuthFlow",
     "CannotRedeliver",
     "Catalogue",
     "CommandSpec",

@@ -12,6 +12,7 @@ from google.protobuf import descriptor, message, message_factory
 from rest_shim._schema_json import allowed_values, field_schema, spiff_type
 from rest_shim._transcode import Decoder, ResultLayout
 from server import json_values
+from server.oauth import OAuth2Handler, handlers_of
 from server.schema import (
     SPIFF_CONTEXT,
     command_options,
@@ -59,6 +60,8 @@ class Catalogue:
     def __init__(self, services: Iterable[descriptor.ServiceDescriptor]) -> None:
         self.commands: dict[tuple[str, str], CommandSpec] = {}
         self.typeahead: CommandSpec | None = None
+        # The OAuth 2.0 handlers, by id ("<connector>/<name>"): the browser flow's (rest_shim._auth_flow).
+        self.oauth2: dict[str, OAuth2Handler] = {}
         commands_json: list[dict[str, Any]] = []
         auths_json: list[dict[str, Any]] = []
         owners: dict[str, str] = {}
@@ -84,6 +87,7 @@ class Catalogue:
                 if command_options(method).typeahead:
                     self._set_typeahead(spec)
                 commands_json.append(_describe_command(spec))
+            self.oauth2.update((handler.id, handler) for handler in handlers_of(service))
             for auth in connector_options(service).auths:
                 auths_json.append(
                     {

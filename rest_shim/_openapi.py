@@ -13,7 +13,8 @@ __all__ = ["openapi_document"]
 
 _ENVELOPE: dict[str, Any] = {
     "type": "object",
-    "required": ["command_response", "command_response_version", "error", "spiff__logs"],
+    # spiff__logs is left out only when a token set was refreshed: see refreshed_token_set.
+    "required": ["command_response", "command_response_version", "error"],
     "properties": {
         "command_response": {
             "type": "object",
@@ -37,6 +38,19 @@ _ENVELOPE: dict[str, Any] = {
             ]
         },
         "spiff__logs": {"type": "array", "items": {"type": "string"}},
+        "refreshed_token_set": {
+            "type": "object",
+            "description": (
+                "Only when the server refreshed an expired OAuth 2.0 token set for the call: "
+                "spiff-arena stores it as the secret named by auth and takes api_response as the "
+                "result. Such an answer has no spiff__logs, which would make spiff-arena skip these keys."
+            ),
+        },
+        "auth": {"type": "string", "description": "With refreshed_token_set: the secret to store it as."},
+        "api_response": {
+            "type": "object",
+            "description": "With refreshed_token_set: command_response and operator_identifier.",
+        },
     },
 }
 

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from rest_shim import _metrics
+from rest_shim._auth_flow import AuthFlow
 from rest_shim._catalog import Catalogue, CommandSpec
 from rest_shim._jobs import CannotRedeliver, JobBackend, JobsBusy, JobState, JobsUnavailable, NewJob
 from rest_shim._openapi import openapi_document
@@ -29,6 +30,7 @@ from server.admission import Admission, Ticket
 from server.errors import ProxyBusy
 from server.invocation import Invoker
 from server.metrics import exposition
+from server.oauth import OAuth2Handler
 
 __all__ = ["API_KEY_HEADER", "AccessLog", "create_app", "metrics_exposition", "replace_catalogue"]
 
@@ -105,7 +107,9 @@ class ProxyEndpoints:
         access_log: AccessLog | None = None,
         metrics: bool = True,
         admission: Admission | None = None,
+        auth_flow: AuthFlow | None = None,
     ) -> None:
+        self.auth_flow = auth_flow or AuthFlow()
         self.jobs = jobs
         self.admission = admission
         self.access_log = access_log
@@ -172,6 +176,19 @@ class ProxyEndpoints:
         if not self._authorized(request):
             return _Unauthorized()
         return _JSONResponse(self.catalogue.auths_body)
+
+    async def auth_start(self, request: Request) -> Response:
+        """``GET /v1/auth/{connector}/{auth}``: a browser sent on to the OAuth 2.0 provider."""
+        handler = self._oauth2_handler(request)
+        return await self.auth_flow.start(request, handler, self.path_prefix)
+
+    async def auth_callback(self, request: Request) -> Response:
+        """``GET /v1/auth/{connector}/{auth}/callback``: the provider's answer, sent on to spiff-arena."""
+        handler = self._oauth2_handler(request)
+        return await self.auth_flow.finish(request, handler, self.path_prefix)
+
+    def _oauth2_handler(self, request: Request) -> OAuth2Handler | None:
+        return self.catalogue.oauth2.get(f"{request.path_params['connector']}/{request.path_params['auth']}")
 
     async def upstreams(self, request: Request) -> Response:
         """``GET /v1/upstreams``: each gRPC server fronted, its state and its commands."""
@@ -362,7 +379,7 @@ class ProxyEndpoints:
         if run_async:
             return await self._accept(spec, decoded.message.SerializeToString(), body, logs, prefer_async)
         reply = await self.invoker.invoke(spec.full_method, decoded.message, self.command_timeout)
-        status, payload = render_reply(spec, reply, [*logs, *reply.logs])
+        status, payload = render_reply(spec, reply, [*logs, *reply.logs], hand_back_tokens=True)
         response = _JSONResponse(payload, status_code=status)
         if reply.failure is not None:
             response.error_code = reply.failure.error_code
@@ -534,8 +551,10 @@ def create_app(
     access_log: AccessLog | None = None,
     metrics: bool = True,
     admission: Admission | None = None,
+    auth_flow: AuthFlow | None = None,
 ) -> Starlette:
-    """The REST shim: ``/v1/commands``, ``/v1/auths``, ``/v1/do/{connector}/{command}``,
+    """The REST shim: ``/v1/commands``, ``/v1/auths`` (and the browser flow ``/v1/auth/...``),
+    ``/v1/do/{connector}/{command}``,
     ``/v1/jobs``, ``/openapi.json``, liveness and readiness.
 
     Args:
@@ -558,6 +577,8 @@ def create_app(
             ``/v1/do`` beyond them is answered 503 ``ProxyBusy`` with ``Retry-After``.
         metrics: count requests for ``GET /metrics``; False serves no ``/metrics`` and counts
             nothing.
+        auth_flow: the browser OAuth flow's settings (``GET /v1/auth/...``, no API key: a browser
+            navigation); by default one that allows no redirect, so every flow is refused.
 
     Every ``/v1/do`` answer carries ``X-Request-Id``: the caller's when acceptable, else a new
     one; it is the current request id (:mod:`server.correlation`) while the command runs.
@@ -580,6 +601,7 @@ def create_app(
         access_log=access_log,
         metrics=metrics,
         admission=admission,
+        auth_flow=auth_flow,
     )
     if jobs is not None:
         lifespan = _with_jobs(lifespan, jobs, endpoints)
@@ -595,6 +617,8 @@ def create_app(
         Route(_metrics.DO_ROUTE, endpoints.do, methods=["POST"]),
         route("/v1/commands", endpoints.commands),
         route("/v1/auths", endpoints.auths),
+        route("/v1/auth/{connector}/{auth}", endpoints.auth_start),
+        route("/v1/auth/{connector}/{auth}/callback", endpoints.auth_callback),
         route("/v1/upstreams", endpoints.upstreams),
         route("/v1/jobs", endpoints.job_list),
         route("/v1/jobs/{job_id}", endpoints.job),

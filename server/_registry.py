@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf import descriptor, message, message_factory
 
+from server.oauth import TokenField, handlers_of, token_fields
 from server.schema import MessagePlan, connector_name
 
 __all__ = ["Command", "Connector", "discover", "load_connector"]
@@ -29,6 +30,8 @@ class Command:
     response_class: type[message.Message]
     behaviour: Callable[..., Any]
     plan: MessagePlan
+    # Request fields holding an OAuth 2.0 token set, refreshed before the command runs.
+    tokens: tuple[TokenField, ...] = ()
 
     @property
     def id(self) -> str:
@@ -106,6 +109,7 @@ def load_connector(module: ModuleType) -> Connector:
     service = pb2.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")]
     servicer = cls()
     name = connector_name(service)
+    handlers_of(service)  # a handler declaration that could never work stops start-up
     commands = []
     for method in service.methods:
         if getattr(cls, method.name) is getattr(base, method.name):
@@ -119,6 +123,7 @@ def load_connector(module: ModuleType) -> Connector:
                 response_class=message_factory.GetMessageClass(method.output_type),
                 behaviour=getattr(servicer, method.name),
                 plan=MessagePlan(method.input_type),
+                tokens=token_fields(service, method.input_type),
             )
         )
     return Connector(name, service, servicer, tuple(commands))

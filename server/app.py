@@ -24,7 +24,7 @@ from server.invocation import Reply, ServerContext, execute_within
 from server.metrics import MetricsInterceptor
 from server.security import ApiKeyInterceptor
 from server.upstreams import Federation
-from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY, grpc_options
+from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY, TOKEN_REFRESH_KEY, grpc_options
 
 __all__ = ["ExtraService", "create_server"]
 
@@ -115,6 +115,8 @@ def _method_handler(
                 _log_access(command, reply, time.perf_counter() - started)
         logs = tuple((LOG_METADATA_KEY, line.encode()) for line in reply.logs)
         if reply.failure is None:
+            if reply.refreshed is not None:
+                logs = (*logs, (TOKEN_REFRESH_KEY, reply.refreshed.to_json()))
             if logs:
                 context.set_trailing_metadata(logs)
             return reply.response

@@ -23,6 +23,7 @@ from server.errors import (
     InvalidParameters,
     default_error_code,
 )
+from server.oauth import TokenRefresh, refresh_token_fields
 
 __all__ = [
     "Invoker",
@@ -51,11 +52,13 @@ def log(line: str) -> None:
 
 @dataclass(frozen=True)
 class Reply:
-    """What a call of a command gave: a response or a failure, plus its log lines."""
+    """What a call of a command gave: a response or a failure, plus its log lines, and the token
+    set the server refreshed for it (spiff-arena stores it in place of the one it sent)."""
 
     response: message.Message | None
     failure: Failure | None
     logs: tuple[str, ...] = ()
+    refreshed: TokenRefresh | None = None
 
 
 class Invoker(Protocol):
@@ -88,6 +91,7 @@ async def execute(
     bulkhead = bulkheads.shared()[command.connector]
     bulkhead_token = bulkheads.using(bulkhead)
     secrets = command.plan.secret_values(request)
+    refreshed: TokenRefresh | None = None
     reply: Reply
     try:
         command.plan.apply_defaults(request)
@@ -97,11 +101,16 @@ async def execute(
             msg = f"Missing required parameters: {names}."
             raise InvalidParameters(msg, violations=missing)
         command.plan.check(request)  # the ranges, lengths and patterns the proto declares
+        if command.tokens:
+            refreshed, token_values = await refresh_token_fields(
+                command.tokens, request, context.time_remaining()
+            )
+            secrets = (*secrets, *token_values)
         if command.is_async:
             response = await command.behaviour(request, context)
         else:
             response = await bulkhead.run(command.behaviour, request, context)
-        reply = Reply(response, None)
+        reply = Reply(response, None, refreshed=refreshed)
     except CommandError as exc:
         reply = Reply(None, exc.to_failure())
     except _Aborted as exc:

@@ -122,6 +122,11 @@ class Settings:
     # Where connectors may connect (CONNECTOR_PROXY_EGRESS_*); each connector reads the same
     # variables, this copy refuses a malformed one at start-up.
     egress: EgressPolicy = field(default_factory=EgressPolicy, repr=False)
+    # The browser OAuth flow (GET /v1/auth/...): the spiff-arena URLs it may send browsers back to,
+    # the key signing its state (random per process when unset), the proxy's URL as browsers see it.
+    oauth_redirect_urls: tuple[str, ...] = ()
+    oauth_state_secret: str | None = field(default=None, repr=False)
+    public_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -240,7 +245,33 @@ class Settings:
             or cls.jobs_redis_url,
             jobs_namespace=_namespace(env),
             egress=EgressPolicy.from_env(env),
+            oauth_redirect_urls=_redirect_urls(env),
+            oauth_state_secret=_secret(env, "CONNECTOR_PROXY_OAUTH_STATE_SECRET"),
+            public_url=_base_url(env, "CONNECTOR_PROXY_PUBLIC_URL"),
         )
+
+
+def _redirect_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    name = "CONNECTOR_PROXY_OAUTH_REDIRECT_URLS"
+    urls = _list(env.get(name))
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            msg = (
+                f"{name} holds http(s) URLs without query, e.g. "
+                f"https://spiff.example.com/api/v1.0/authentication_callback/, got {url!r}"
+            )
+            raise ValueError(msg)
+    return urls
+
+
+def _base_url(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip().rstrip("/")
+    parts = urlsplit(raw)
+    if raw and (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment):
+        msg = f"{name} must be an http(s) URL without query, e.g. https://proxy.example.com, got {raw!r}"
+        raise ValueError(msg)
+    return raw
 
 
 _THREADS_PREFIX = "CONNECTOR_PROXY_CONNECTOR_THREADS_"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["API_KEY_METADATA", "LOG_METADATA_KEY", "STATUS_DETAILS_KEY", "grpc_options"]
+__all__ = ["API_KEY_METADATA", "LOG_METADATA_KEY", "STATUS_DETAILS_KEY", "TOKEN_REFRESH_KEY", "grpc_options"]
 
 # One trailing-metadata entry per spiff__logs line, UTF-8.
 LOG_METADATA_KEY = "spiff-log-bin"
+# A token set the server refreshed during the call, JSON: {"auth": "<connector>/<name>", "token_set": {...}}.
+TOKEN_REFRESH_KEY = "spiff-token-refresh-bin"  # noqa: S105 - a metadata key, not a secret
 # The google.rpc.Status of a failure (ErrorInfo, BadRequest, partial result), as grpc-status does.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The API key on the gRPC port: the REST header's name, lower-case.

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from spiff.connector.v1 import types_pb2
 from yarl import URL
 
-from server import errors, json_values, log
+from server import access_token, errors, json_values, log
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_ATTEMPTS", "Outgoing", "Request", "prepare"]
 
@@ -33,6 +33,7 @@ class Request(Protocol):
     params: types_pb2.JsonValue
     basic_auth_username: str
     basic_auth_password: str
+    oauth2_token_set: str
     include_response_headers: bool
     timeout: float
 
@@ -98,6 +99,12 @@ def prepare(method: str, request: Request) -> Outgoing:
             headers["Authorization"] = aiohttp.encode_basic_auth(
                 request.basic_auth_username, request.basic_auth_password
             )
+    if request.oauth2_token_set:
+        if "Authorization" in headers:
+            problem = "cannot be combined with basic auth or an Authorization header"
+            bad.append(errors.Violation("oauth2_token_set", problem))
+        else:  # the server has checked the set, and refreshed it if it had expired
+            headers["Authorization"] = f"Bearer {access_token(request.oauth2_token_set)}"
     if url is not None and (url.user or url.password) and "Authorization" in headers:
         bad.append(errors.Violation("url", "has credentials, which cannot be combined with other auth"))
     timeout = request.timeout if request.HasField("timeout") else DEFAULT_TIMEOUT

@@ -26,10 +26,11 @@ from server import correlation
 from server.errors import Failure
 from server.invocation import Reply, timeout_failure
 from server.metrics import upstream_call, upstream_state
+from server.oauth import TokenRefresh
 from server.upstreams._channel import open_channel
 from server.upstreams._config import UpstreamConfig
 from server.upstreams._reflection import DiscoveryError, Schema, read_schema
-from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY
+from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY, TOKEN_REFRESH_KEY
 
 __all__ = ["UNAVAILABLE_ERROR_CODE", "Upstream", "UpstreamState"]
 
@@ -357,7 +358,8 @@ class Upstream:
                 return Reply(None, timeout_failure(timeout), logs)
             failure = Failure.from_status(exc.code(), exc.details() or "", status, response_class, logs)
             return Reply(None, failure, logs)
-        return Reply(response, None, logs_of(await call.trailing_metadata() or ()))
+        trailing = await call.trailing_metadata() or ()
+        return Reply(response, None, logs_of(trailing), refreshed=token_refresh_of(trailing))
 
     def raw(self, full_method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
         """A multicallable passing serialized messages through (for the gRPC front)."""
@@ -380,3 +382,14 @@ def logs_of(metadata: Iterable[tuple[str, str | bytes]]) -> tuple[str, ...]:
         for k, v in metadata
         if k == LOG_METADATA_KEY
     )
+
+
+def token_refresh_of(metadata: Iterable[tuple[str, str | bytes]]) -> TokenRefresh | None:
+    """The token set a server refreshed during the call, from its trailing metadata."""
+    for key, value in metadata:
+        if key == TOKEN_REFRESH_KEY and isinstance(value, bytes):
+            try:
+                return TokenRefresh.from_json(value)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("ignored a malformed %s trailer", TOKEN_REFRESH_KEY)
+    return None
