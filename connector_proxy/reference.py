@@ -93,6 +93,34 @@ def _errors(errors: Sequence[Any]) -> list[str]:
     return rows
 
 
+def _auth(connector: str, auth: Any) -> list[str]:
+    auth_id = f"{connector}/{auth.name}"
+    lines = [f"Auth handler `{auth_id}` (listed by `GET /v1/auths`): {auth.description}", ""]
+    if auth.HasField("oauth2"):
+        flow = auth.oauth2
+        lines += [
+            "OAuth 2.0 authorization code with PKCE, run by `GET /v1/auth/" + auth_id + "` "
+            '(README, "OAuth sign-in"); spiff-arena stores the token set as the secret '
+            f"`{auth_id}`, passed as `secret:{auth_id}`.",
+            "",
+        ]
+        rows = [
+            ("authorization endpoint", flow.authorize_url, flow.authorize_url_setting),
+            ("token endpoint", flow.token_url, flow.token_url_setting),
+            ("scopes", " ".join(flow.scopes), flow.scopes_setting),
+            ("client id", "", flow.client_id_setting),
+            ("client secret", "", flow.client_secret_setting),
+        ]
+        lines += ["| | declared | setting |", "|---|---|---|"]
+        lines += [
+            f"| {what} | {_cell(value)} | {f'`{setting}`' if setting else ''} |"
+            for what, value, setting in rows
+            if value or setting
+        ]
+        lines += [""]
+    return lines
+
+
 def _connector(service: descriptor.ServiceDescriptor, local: bool) -> list[str]:
     name = connector_name(service)
     options = connector_options(service)
@@ -108,6 +136,8 @@ def _connector(service: descriptor.ServiceDescriptor, local: bool) -> list[str]:
         lines += ["| setting | default | meaning |", "|---|---|---|"]
         lines += [f"| `{v.name}` | {_cell(v.default)} | {_cell(v.description)} |" for v in options.settings]
         lines += [""]
+    for auth in options.auths:
+        lines += _auth(name, auth)
     if options.errors:
         lines += ["Errors of every command:", "", *_errors(options.errors), ""]
     for method in service.methods:
