@@ -4,8 +4,9 @@ Everything here mirrors sartography/spiff-arena's backend (``service_task_delega
 ``custom_service_task.py``) as described in ``/work/shared/spec/spiff-protocol.md``; section
 numbers below refer to that document. The only substitutions: ``httpx`` (sync) instead of
 ``requests``, and fixed values instead of Flask config / the database (backend URL, process
-instance id, model identifier). No secret or ``file:`` substitution (§2.2) is done: the diagrams
-used here contain none.
+instance id, model identifier, and ``secrets``, a dict standing in for the secret store). Of §2.2,
+``secret:<name>`` values are substituted; ``file:`` and ``SPIFF_SECRET:`` are not (no diagram here
+uses them).
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ class BackendServiceDelegate:
         process_instance_id: int | None = 42,
         process_model_identifier: str | None = "e2e/service_task",
         backend_url: str = BACKEND_URL,
+        secrets: dict[str, str] | None = None,
     ) -> None:
+        self.secrets = {} if secrets is None else secrets
         self.proxy_url = proxy_url
         self.client = client
         self.process_instance_id = process_instance_id
@@ -117,7 +120,7 @@ class BackendServiceDelegate:
     def call_connector(self, operator_identifier: str, bpmn_params: dict[str, Any], spiff_task: Any) -> str:
         """Returns the JSON text the service task stores (§3.3), or raises as the backend does."""
         call_url = f"{self.proxy_url}/v1/do/{operator_identifier}"  # plain concatenation (§1.3)
-        params: dict[str, Any] = {k: v["value"] for k, v in bpmn_params.items()}
+        params: dict[str, Any] = {k: self.with_secrets(v["value"]) for k, v in bpmn_params.items()}
         # §2.3: added after the BPMN params, so they overwrite same-named ones.
         params["spiff__process_instance_id"] = self.process_instance_id
         params["spiff__process_model_identifier"] = self.process_model_identifier
@@ -184,8 +187,22 @@ class BackendServiceDelegate:
 
         if "refreshed_token_set" not in parsed:  # step 8
             return response_text or "{}"
-        # Step 7 (legacy OAuth refresh): the backend stores the token set as a secret first.
+        # Step 7 (OAuth refresh): the backend stores the token set as the secret named by "auth" first.
+        self.secrets[parsed["auth"]] = json.dumps(parsed["refreshed_token_set"])
         return json.dumps(parsed["api_response"])
+
+    def with_secrets(self, value: Any) -> Any:
+        """§2.2 ``value_with_secrets_replaced``: a string starting with ``secret:`` becomes that
+        secret; dict values are descended into, lists are not. A missing secret fails the task."""
+        if isinstance(value, dict):
+            return {k: self.with_secrets(v) for k, v in value.items()}
+        if isinstance(value, str) and value.startswith("secret:"):
+            name = value.removeprefix("secret:")
+            if name not in self.secrets:
+                msg = f"missing_secret_error: {name}"
+                raise UncaughtServiceTaskError(msg)
+            return self.secrets[name]
+        return value
 
     def check_for_errors(
         self,
