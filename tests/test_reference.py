@@ -51,6 +51,20 @@ def _source_text(connector) -> str:
 @pytest.mark.parametrize("connector", discover(["connectors"]), ids=lambda c: c.name)
 def test_every_setting_a_connector_reads_is_declared_in_its_proto(connector):
     read = set(re.findall(r"CONNECTOR_PROXY_[A-Z0-9_]+", _source_text(connector)))
+    # The settings an OAuth 2.0 auth handler names are read by the server on the connector's behalf.
+    for auth in connector_options(connector.service).auths:
+        flow = auth.oauth2
+        read |= {
+            name
+            for name in (
+                flow.authorize_url_setting,
+                flow.token_url_setting,
+                flow.scopes_setting,
+                flow.client_id_setting,
+                flow.client_secret_setting,
+            )
+            if name
+        }
     declared = {setting.name for setting in connector_options(connector.service).settings}
     assert read == declared
     prefix = f"CONNECTOR_PROXY_{connector.name.upper()}_"
