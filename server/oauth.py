@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -345,24 +346,35 @@ class _Refresher:
             raise Unauthenticated(msg, error_code="OAuthTokenExpired")
         key = hashlib.sha256(f"{handler.id}\0{refresh_token}".encode()).hexdigest()
         remembered = self._remembered(key)
-        if remembered is not None and not _expired(remembered):
-            return remembered
+        if remembered is not None:
+            if not _expired(remembered):
+                return remembered
+            if remembered.get("refresh_token") != refresh_token:  # refreshed since, and expired again
+                return await self.fresh(handler, remembered, timeout)
         running = self._running.get(key)
         if running is None:
-            running = asyncio.ensure_future(self._refresh(handler, refresh_token, timeout))
+            running = asyncio.ensure_future(self._refresh(handler, key, refresh_token, timeout))
             self._running[key] = running
-            running.add_done_callback(lambda _: self._running.pop(key, None))
-        new = await asyncio.shield(running)
-        self._remember(key, new)
-        return new
+            running.add_done_callback(functools.partial(self._done, key))
+        # Shielded: a caller running out of time does not cancel a refresh others wait for, or
+        # whose new set, with the old refresh token already spent, must be remembered.
+        return await asyncio.shield(running)
 
-    async def _refresh(self, handler: OAuth2Handler, refresh_token: str, timeout: float) -> dict[str, Any]:
+    async def _refresh(
+        self, handler: OAuth2Handler, key: str, refresh_token: str, timeout: float
+    ) -> dict[str, Any]:
         provider = handler.provider()
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         new = await _token_request(provider, form, timeout, refused="OAuthRefreshFailed")
         new.setdefault("refresh_token", refresh_token)  # a provider that does not rotate sends none
+        self._remember(key, new)
         logger.info("refreshed the token set of %s", handler.id)
         return new
+
+    def _done(self, key: str, future: asyncio.Future[dict[str, Any]]) -> None:
+        self._running.pop(key, None)
+        if not future.cancelled():
+            future.exception()  # retrieved here: every caller may have stopped waiting
 
     def _remembered(self, key: str) -> dict[str, Any] | None:
         entry = self._recent.get(key)

@@ -364,3 +364,20 @@ def test_allowed_redirects_match_origin_and_path():
         f"https://spiff.example:{free_port()}x/api/v1.0/authentication_callback/",
     ):
         assert not allowed_redirect(bad, allowed), bad
+
+
+async def test_an_old_set_whose_remembered_successor_expired_too_follows_the_chain(
+    browser, proxy, backend, provider
+):
+    """With short-lived tokens, the set remembered for an old one may itself have expired: it is
+    refreshed with its own refresh token, never with the old one the provider rotated away."""
+    provider.expires_in.update(authorization_code=1, refresh_token=1)
+    old = json.dumps(await sign_in(browser, backend))
+    call = {"url": f"{provider.url}/api/me", "oauth2_token_set": old}
+    await asyncio.sleep(1.2)
+    first = await proxy.post("/v1/do/http/GetRequestV2", json=call)
+    await asyncio.sleep(1.2)
+    second = await proxy.post("/v1/do/http/GetRequestV2", json=call)
+    assert (first.status_code, second.status_code) == (200, 200), second.text
+    assert provider.grants("refresh_token") == 2
+    assert second.json()["refreshed_token_set"] != first.json()["refreshed_token_set"]
