@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from authlib.oauth2.rfc6749 import OAuth2Error, grants
 from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
+
+from tests.oauth.wsgi import serving
 
 __all__ = ["Provider", "running_provider"]
 
@@ -242,12 +242,5 @@ def running_provider(
     os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"  # plain http on loopback (the tests' own process)
     client = Client("proxy-client", secrets.token_urlsafe(16), [redirect_uri], scope)
     provider = Provider("", client)
-    http = make_server("127.0.0.1", 0, _app(provider), threaded=True)
-    provider.url = f"http://127.0.0.1:{http.server_port}"
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_app(provider)) as provider.url:
         yield provider
-    finally:
-        http.shutdown()
-        thread.join(5)

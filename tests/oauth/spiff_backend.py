@@ -7,13 +7,13 @@ frontend's ``/configuration`` (spec §7 step 5), and that frontend page.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, abort, redirect, request
-from werkzeug.serving import make_server
+
+from tests.oauth.wsgi import serving
 
 __all__ = ["SpiffBackend", "running_backend"]
 
@@ -52,12 +52,5 @@ def _app(backend: SpiffBackend) -> Flask:
 @contextlib.contextmanager
 def running_backend() -> Iterator[SpiffBackend]:
     backend = SpiffBackend()
-    http = make_server("127.0.0.1", 0, _app(backend), threaded=True)
-    backend.url = f"http://127.0.0.1:{http.server_port}"
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_app(backend)) as backend.url:
         yield backend
-    finally:
-        http.shutdown()
-        thread.join(5)
