@@ -118,6 +118,7 @@ class Provider:
     url: str
     client: Client
     codes: dict[str, Code] = field(default_factory=dict)
+    issued_codes: list[str] = field(default_factory=list)
     tokens: list[Token] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
@@ -145,6 +146,7 @@ def _app(provider: Provider) -> Flask:
         TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic"]
 
         def save_authorization_code(self, code: str, req: Any) -> None:
+            provider.issued_codes.append(code)
             provider.codes[code] = Code(
                 code,
                 req.client.client_id,

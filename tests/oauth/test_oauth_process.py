@@ -63,5 +63,7 @@ def test_sign_in_then_a_command_with_the_stored_token_set(tmp_path):
         token_set["refresh_token"],
         USER_TOKEN,
         provider.client.client_secret,
+        *provider.issued_codes,
     ):
         assert secret not in text
+    assert provider.issued_codes
