@@ -12,6 +12,7 @@ import xmltodict
 from multidict import CIMultiDictProxy
 from spiff.connector.v1 import types_pb2
 
+from connectors._answers import text_of
 from server import errors, json_values, log
 
 from ._outgoing import Outgoing
@@ -69,10 +70,7 @@ def _joined(headers: CIMultiDictProxy[str]) -> dict[str, str]:
 
 def json_body(answer: Answer) -> types_pb2.JsonValue:
     """The response body as JSON: parsed JSON or XML, else ``{"raw_response": text}``."""
-    try:
-        text = answer.content.decode(answer.charset or "utf-8", errors="replace")
-    except LookupError:
-        text = answer.content.decode("utf-8", errors="replace")
+    text = text_of(answer.content, answer.charset)
     kind = answer.content_type
     try:
         if text and "json" in kind:

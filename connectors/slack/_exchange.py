@@ -5,9 +5,6 @@ Retry-After)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
-import email.utils
 import math
 import time
 from dataclasses import dataclass
@@ -17,14 +14,15 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from connectors._answers import json_or_none, text_of
 from connectors._sessions import SessionPool, failure_reason
 from connectors._timing import ms_since
-from server import errors, json_values, log, run_blocking
+from server import errors, log, run_blocking
 from server.egress import EgressDenied
 
 from ._message import Outgoing
 
-__all__ = ["Answer", "env_proxy", "exchange", "retry_after"]
+__all__ = ["Answer", "env_proxy", "exchange"]
 
 
 @dataclass(frozen=True)
@@ -99,31 +97,8 @@ async def exchange(
 
 
 def _answer(status: int, retry_after: str | None, charset: str | None, content: bytes) -> Answer:
-    try:
-        text = content.decode(charset or "utf-8", errors="replace")
-    except LookupError:
-        text = content.decode("utf-8", errors="replace")
-    reply: Any = None
-    with contextlib.suppress(ValueError):  # not JSON: not a Slack reply
-        reply = json_values.loads(text.removeprefix("\ufeff")) if text.strip() else None
+    text = text_of(content, charset)
+    reply = json_or_none(text)  # not JSON: not a Slack reply
     if not (isinstance(reply, dict) and isinstance(reply.get("ok"), bool)):
         reply = None
     return Answer(status, retry_after, text, reply)
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date; None if neither."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.UTC)
-        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None

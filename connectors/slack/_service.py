@@ -71,13 +71,14 @@ import aiohttp
 from spiff.connector.slack.v1 import slack_pb2, slack_pb2_grpc
 
 from connectors._egress import egress_session
+from connectors._retry_after import retry_after
 from connectors._sessions import SessionPool
 from connectors._timing import time_budget
 from server import log
 from server.egress import EgressPolicy
 
 from ._errors import rate_limited, result
-from ._exchange import env_proxy, exchange, retry_after
+from ._exchange import env_proxy, exchange
 from ._message import method_url, prepare
 
 __all__ = ["SlackService"]

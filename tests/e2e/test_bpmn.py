@@ -19,6 +19,8 @@ import pytest
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.util.task import TaskState
 
+from tests.connectors.openai_fake import KEY, FakeOpenAI
+
 from .backend_rules import (
     BackendScriptEngine,
     BackendServiceDelegate,
@@ -118,6 +120,35 @@ def test_rand_number_from_task_data_lands_in_the_result_variable(delegate):
         assert exchange["request"]["min"] == 1
         assert_v2_envelope(exchange)
     assert len(rolls) > 1  # 30 rolls of one face: odds about 1 in 10^22
+
+
+@pytest.fixture(scope="module")
+def openai_server() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (``tests/connectors/openai_fake.py``) for ``ai/LlmRequest``."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+def test_ai_structured_output_lands_in_task_data(delegate, openai_server):
+    """``ai/LlmRequest`` with messages and a JSON Schema written by a script task: the parsed answer
+    is in the result variable, and the next script task reads a field of it."""
+    ticket = "I was charged twice for invoice 4711."
+    workflow = run("ai_ticket_triage", delegate, ticket=ticket, api_base=openai_server.base_url, api_key=KEY)
+
+    assert workflow.completed
+    triage = workflow.data["triage"]
+    assert (triage["http_status"], triage["operator_identifier"]) == (200, "ai/LlmRequest")
+    assert triage["body"]["parsed"] == {"category": "billing", "summary": ticket}
+    assert triage["body"]["finish_reason"] == "stop"
+    assert workflow.data["category"] == "billing"
+    (exchange,) = delegate.exchanges
+    assert_v2_envelope(exchange)
+    assert "tools" not in exchange["request"]  # a parameter without value is absent
+    (request,) = openai_server.requests
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.payload["messages"][1] == {"role": "user", "content": ticket}
+    assert request.payload["temperature"] == 0
+    assert request.payload["response_format"]["json_schema"]["schema"]["required"] == ["category", "summary"]
 
 
 def test_task_data_variables_tagged_values_and_stale_params(delegate):
@@ -286,6 +317,7 @@ def test_catalog_offers_every_operator_the_diagrams_use(polyglot_delegate):
         spec = load_workflow(diagram, diagram.stem, BackendScriptEngine(delegate)).spec
         used |= {t.operation_name for t in spec.task_specs.values() if hasattr(t, "operation_name")}
     assert used == {
+        "ai/LlmRequest",
         "example/Example",
         "example/Delay",
         "http/GetRequestV2",

@@ -52,8 +52,20 @@ PROXY_FAILURES = {"DeadlineExceeded": 504, "ConnectorBusy": 503, "ProxyBusy": 50
 # credential's shape, a JSON value that must be an object, parameters that need each other).
 # Positive data refused for these fields alone (each named in the message) is not a finding.
 SEMANTIC: dict[str, set[str]] = {
-    "http": {"url"},
+    "http": {"url", "oauth2_token_set"},  # a token set is JSON text the schema cannot describe
     "rand": {"min"},  # min must not exceed max: a relation between two fields
+    # OpenAI's shapes of messages, tools and formats; a URL; a key fit for a header; a temperature
+    # of at most 2 (a number field can declare only a minimum).
+    "ai": {
+        "messages",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "extra_body",
+        "api_base",
+        "api_key",
+        "temperature",
+    },
     "mysql": {"database_connection_str"},
     "postgres_v2": {"database_connection_str"},
     "aws": {
