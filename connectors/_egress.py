@@ -17,7 +17,19 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from server.egress import EgressPolicy, is_address
 
-__all__ = ["EgressResolver", "egress_middleware", "egress_session"]
+__all__ = ["EgressResolver", "egress_middleware", "egress_session", "is_host_name"]
+
+
+def is_host_name(host: str) -> bool:
+    """``host`` (a URL's raw host) can be looked up: an IP address, or a name whose labels the
+    resolver can encode (none empty or over 63 characters, IDNA where not ASCII)."""
+    if is_address(host):
+        return True
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 class EgressResolver(AbstractResolver):
@@ -36,6 +48,8 @@ class EgressResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         self._policy.check_host(host, port, connector=self._connector)  # a denied name is not looked up
+        if not is_host_name(host):  # else getaddrinfo raises UnicodeError, which aiohttp does not expect
+            raise OSError(socket.EAI_NONAME, f"{host!r} is not a valid host name")
         results = await self._inner.resolve(host, port, family)
         allowed = set(
             self._policy.permitted(host, port, [r["host"] for r in results], connector=self._connector)

@@ -480,6 +480,17 @@ async def test_aiohttp_connects_to_the_address_it_checked(http_target):
         assert http_target.hits("rebind") == 1
 
 
+async def test_a_name_no_resolver_can_encode_fails_as_a_lookup_would():
+    """getaddrinfo raises UnicodeError for an empty or over-long label, which aiohttp does not
+    expect; the resolver makes it the OSError of a failed lookup."""
+    inner = RebindingResolver()
+    resolver = EgressResolver(EgressPolicy(), "http", inner)
+    for name in ("a..example", "a" * 64 + ".example"):
+        with pytest.raises(OSError, match="is not a valid host name"):
+            await resolver.resolve(name, 80)
+    assert inner.lookups == 0
+
+
 def _server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(*names).configure_cert(context)

@@ -11,6 +11,7 @@ from typing import Any
 from spiff.connector.ai.v1 import ai_pb2
 from yarl import URL
 
+from connectors._egress import is_host_name
 from server import errors, json_values, log
 
 __all__ = ["DEFAULT_API_BASE", "DEFAULT_TIMEOUT", "KEY", "Outgoing", "base_url", "prepare"]
@@ -54,11 +55,11 @@ def base_url(text: str) -> URL | None:
     fragment; None for anything else."""
     try:
         url = URL(text.strip())
-        # The name as the resolver takes it: a label that is empty, too long or not IDNA fails here.
-        (url.raw_host or "").encode("idna")
-        if url.scheme not in ("http", "https") or not url.host or url.user or url.password:
-            return None
-    except (TypeError, ValueError):  # UnicodeError included
+    except (TypeError, ValueError):
+        return None
+    if url.scheme not in ("http", "https") or not url.host or url.user or url.password:
+        return None
+    if not is_host_name(url.raw_host or ""):  # an empty or over-long label, say
         return None
     if url.query_string or url.fragment:
         return None

@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 from spiff.connector.v1 import types_pb2
 from yarl import URL
 
+from connectors._egress import is_host_name
 from server import access_token, errors, json_values, log
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_ATTEMPTS", "Outgoing", "Request", "prepare"]
@@ -135,6 +136,11 @@ def _url(text: str, bad: list[errors.Violation]) -> URL | None:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
         bad.append(errors.Violation("url", "must be an absolute http:// or https:// URL"))
+        return None
+    if not is_host_name(url.raw_host or ""):
+        bad.append(
+            errors.Violation("url", "has a host name that cannot be looked up (an empty or over-long label)")
+        )
         return None
     return url
 

@@ -397,6 +397,8 @@ async def test_connection_refused(proxy, closed_port):
         ({"url": "not a url"}, "url"),
         ({"url": "/relative/path"}, "url"),
         ({"url": "http://"}, "url"),
+        ({"url": "http://a..b/"}, "url"),  # an empty label: no name to look up
+        ({"url": f"http://{'a' * 64}.example/"}, "url"),  # a label over 63 characters
         ({"headers": ["Accept"]}, "headers"),
         ({"headers": "Accept: text/plain"}, "headers"),
         ({"headers": {"X-Bad": "a\r\nInjected: yes"}}, "headers['X-Bad']"),
