@@ -56,6 +56,13 @@ LABEL org.opencontainers.image.title="spiff-connector-proxy" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="python:3.11-slim"
 
+# The artifacts connector's PDF engine (WeasyPrint) lays text out with pango, which brings
+# fontconfig and harfbuzz; DejaVu is the fonts documents get unless they embed their own.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+
 # A numeric user, so that Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --gid 10001 connector-proxy \
     && useradd --uid 10001 --gid 10001 --home-dir /var/lib/connector-proxy --no-create-home \

@@ -9,11 +9,14 @@ host's network, because RabbitMQ and Redis listen on the host's loopback only.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import uuid
 from typing import Any
 
 import httpx
+import pypdf
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -123,6 +126,26 @@ def test_rest_answers_as_spiff_arena_expects(proxy: tuple[Container, str]):
     # A connector with data files of its own (the bundled countries), read from the installed wheel.
     response = do(base, "typeahead/Search", {"category": "countries", "prefix": "switz"})
     assert response.status_code == 200, response.text
+
+
+def test_a_pdf_is_made_with_the_system_libraries_and_fonts_of_the_image(
+    containers: Containers, proxy_image: str
+):
+    """artifacts/GenerateArtifact lays text out with pango and a font the Dockerfile installs, on a
+    read-only root file system (a container of its own: the shared one measures idle memory)."""
+    container = containers.run(proxy_image, "artifacts", publish=(7004,), options=["--read-only"])
+    base = f"http://127.0.0.1:{container.port(7004)}"
+    container.wait_for_http(f"{base}/readiness")
+    template = "<style>@page { size: A5 }</style><p>Made in {{ where }}</p>"
+    params = {"id": "image-check", "template": template, "data": {"where": "the container"}}
+    response = do(base, "artifacts/GenerateArtifact", params)
+    assert response.status_code == 200, response.text
+    body = response.json()["command_response"]["body"]
+    page = pypdf.PdfReader(io.BytesIO(base64.b64decode(body["file_data"].partition(",")[2]))).pages[0]
+    assert "Made in the container" in page.extract_text()
+    resources: Any = page["/Resources"]
+    fonts = {str(font.get_object()["/BaseFont"]) for font in resources["/Font"].values()}
+    assert any("DejaVu" in font for font in fonts), fonts
 
 
 def test_grpc_health_is_serving(proxy: tuple[Container, str]):

@@ -7,6 +7,8 @@ The proxy runs as its own process (``python -m connector_proxy``); the engine ca
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -15,11 +17,13 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import pypdf
 import pytest
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.util.task import TaskState
 
 from tests.connectors.openai_fake import KEY, FakeOpenAI
+from tests.connectors.smtp_target import SmtpTarget
 
 from .backend_rules import (
     BackendScriptEngine,
@@ -149,6 +153,48 @@ def test_ai_structured_output_lands_in_task_data(delegate, openai_server):
     assert request.payload["messages"][1] == {"role": "user", "content": ticket}
     assert request.payload["temperature"] == 0
     assert request.payload["response_format"]["json_schema"]["schema"]["required"] == ["category", "summary"]
+
+
+INVOICE_TEMPLATE = """<style>@page { size: A5; margin: 12mm }</style>
+<h1>Invoice {{ number }}</h1>
+<ul>{% for line in lines %}<li>{{ line.text }}: {{ line.amount }}</li>{% endfor %}</ul>
+<p>Total due: {{ lines | sum(attribute="amount") }}</p>"""
+
+
+def test_artifacts_pdf_from_a_template_is_emailed_as_an_attachment(delegate):
+    """``artifacts/GenerateArtifact`` makes an invoice PDF from task data; its data URL result goes
+    as it is into ``smtp/SendEmail``'s attachments, and the mail carries the same PDF."""
+    invoice = {
+        "number": "INV-7",
+        "email": "ann@example.com",
+        "lines": [{"text": "Consulting <2 days>", "amount": 200}, {"text": "Travel", "amount": 40}],
+    }
+    with SmtpTarget() as smtp:
+        workflow = run(
+            "artifacts_invoice_email",
+            delegate,
+            invoice=invoice,
+            invoice_template=INVOICE_TEMPLATE,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,
+        )
+        (delivery,) = smtp.find("Invoice INV-7")
+
+    assert workflow.completed
+    artifact = workflow.data["artifact"]
+    assert (artifact["http_status"], artifact["operator_identifier"]) == (200, "artifacts/GenerateArtifact")
+    body = artifact["body"]
+    assert (body["file_name"], body["pages"], body["private_link"]) == ("INV-7.pdf", 1, None)
+    pdf = base64.b64decode(body["file_data"].partition(",")[2])
+    text = pypdf.PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    assert "Invoice INV-7" in text
+    assert "Consulting <2 days>: 200" in text
+    assert "Total due: 240" in text
+    (part,) = list(delivery.message.iter_attachments())
+    assert (part.get_filename(), part.get_content()) == ("INV-7.pdf", pdf)
+    assert workflow.data["sent"]["body"]["accepted"] == ["ann@example.com"]
+    for exchange in delegate.exchanges:
+        assert_v2_envelope(exchange)
 
 
 def test_task_data_variables_tagged_values_and_stale_params(delegate):
@@ -323,6 +369,8 @@ def test_catalog_offers_every_operator_the_diagrams_use(polyglot_delegate):
         "http/GetRequestV2",
         "jsonata/Evaluate",
         "rand/Number",
+        "artifacts/GenerateArtifact",
+        "smtp/SendEmail",
     }
     assert used <= offered, f"missing from the catalog: {sorted(used - offered)}"
 

@@ -81,6 +81,7 @@ SEMANTIC: dict[str, set[str]] = {
         "sort_key",
     },
     "slack": {"token", "blocks", "api_url"},
+    "artifacts": {"attachments", "storage"},  # data URLs of PDFs or images; a bucket or s3:// URL
     "smtp": {
         "smtp_host",
         "email_from",
