@@ -119,9 +119,9 @@ class AuthFlow:
             return _page(404, "Auth not found", "This proxy has no such auth handler.")
         params = request.query_params
         if "error" in params:
-            reason = params["error"]
-            description = params.get("error_description", "")
-            logger.info("OAuth flow of %s ended at the provider: %s", handler.id, reason)
+            # Anyone can send a browser here with any text: shortened, quoted in the log, escaped on the page.
+            reason, description = params["error"][:100], params.get("error_description", "")[:300]
+            logger.info("OAuth flow of %s ended at the provider: %r", handler.id, reason)
             return _page(400, "Sign-in refused", f"The provider answered {reason}. {description}".strip())
         bound = self._bound(request, handler)
         if isinstance(bound, str):
