@@ -16,7 +16,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import httpx
@@ -30,7 +30,15 @@ from rest_shim._schema_json import INT_RANGES
 from rest_shim._transcode import DecodeResult, encode_message
 from server import json_values
 from server._registry import Connector, discover
-from server.schema import enum_type, field_options, is_map, is_message, is_repeated, message_type
+from server.schema import (
+    enum_type,
+    field_bounds,
+    field_options,
+    is_map,
+    is_message,
+    is_repeated,
+    message_type,
+)
 from tests.conftest import client_for
 from tests.protos_util import rich_modules, shim_factory
 
@@ -166,8 +174,12 @@ def _item_values(field: descriptor.FieldDescriptor, depth: int) -> st.SearchStra
         if allowed:
             return st.sampled_from(allowed)
         return st.one_of(TEXT, st.integers(), FLOATS)
+    bounds = field_bounds(field)
     if kind in INT_RANGES:
         low, high = INT_RANGES[kind]
+        if bounds is not None:  # mostly within the declared range: the decoder checks it too
+            low = max(low, int(bounds.minimum)) if bounds.minimum is not None else low
+            high = min(high, int(bounds.maximum)) if bounds.maximum is not None else high
         numbers = st.integers(low, high)
         exact = st.integers(max(low, -(2**53)), min(high, 2**53))
         return st.one_of(
@@ -179,6 +191,9 @@ def _item_values(field: descriptor.FieldDescriptor, depth: int) -> st.SearchStra
     if kind == FD.TYPE_BOOL:
         return st.one_of(st.booleans(), st.sampled_from(["true", "false", " TRUE ", "False", 0, 1]))
     if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+        if bounds is not None and bounds.minimum is not None:  # only a minimum of 0 is supported
+            floats = st.floats(min_value=0, exclude_min=bounds.exclusive_minimum, allow_infinity=False)
+            return st.one_of(floats, floats.map(repr), st.integers(min_value=1))
         return st.one_of(FLOATS, INTEGERS, FLOATS.map(repr))
     if kind == FD.TYPE_BYTES:
         return st.binary(max_size=8).map(lambda raw: base64.b64encode(raw).decode())
@@ -221,25 +236,38 @@ def bodies(
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Request bodies for ``spec``: its parameters with fitting values, or any JSON, or absent;
     then other keys: any text, parameter names again, ``spiff__*`` and ``proxy__*``, with any JSON.
-    With ``surrogates``, keys and text may hold lone surrogates."""
+    With ``surrogates``, keys and text may hold lone surrogates.
+
+    Half of the bodies are well formed (fitting values, unknown keys only), so that a command with
+    many parameters is seen decoding too, whatever else hypothesis favours in a given run."""
     text, anything = (WIRE_TEXT, WIRE_JSON) if surrogates else (TEXT, JSON)
     fields = parameters(spec)
-    required = {f.name: _mostly(_field_values(f), anything) for f in fields if field_options(f).required}
-    optional = {f.name: _mostly(_field_values(f), anything) for f in fields if not field_options(f).required}
+    names = {f.name for f in fields}
     proxy_keys = text.map(lambda key: "proxy__" + key)
     if not async_key:  # proxy__async may turn the call into a job, another subject
         proxy_keys = proxy_keys.filter(lambda key: key != "proxy__async")
     keys = st.one_of(
         text,
-        st.sampled_from([f.name for f in fields]),
+        st.sampled_from(sorted(names)),
         st.sampled_from(SPIFF_KEYS),
         text.map(lambda key: "spiff__" + key),
         proxy_keys,
     )
-    return st.tuples(
-        st.fixed_dictionaries(required, optional=optional),
-        st.dictionaries(keys, anything, max_size=4),
-    ).map(lambda pair: {**pair[0], **pair[1]})
+    unknown_keys = text.filter(lambda key: key not in names and not key.startswith(RESERVED))
+
+    def made(values: Callable[[descriptor.FieldDescriptor], st.SearchStrategy[Any]], others: Any) -> Any:
+        return st.tuples(
+            st.fixed_dictionaries(
+                {f.name: values(f) for f in fields if field_options(f).required},
+                optional={f.name: values(f) for f in fields if not field_options(f).required},
+            ),
+            st.dictionaries(others, anything, max_size=4),
+        ).map(lambda pair: {**pair[0], **pair[1]})
+
+    return st.one_of(
+        made(lambda f: _mostly(_field_values(f), anything), keys),
+        made(lambda f: _field_values(f).filter(lambda v: v != ""), unknown_keys),  # "" is absent
+    )
 
 
 def check_decision(spec: CommandSpec, body: dict[str, Any], decoded: DecodeResult) -> None:
