@@ -14,7 +14,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 from google.protobuf import message
 
-from server import bulkheads
+from server import bulkheads, oauth
 from server._registry import Command, Connector
 from server.errors import (
     CommandError,
@@ -23,7 +23,6 @@ from server.errors import (
     InvalidParameters,
     default_error_code,
 )
-from server.oauth import TokenRefresh, refresh_token_fields
 
 __all__ = [
     "Invoker",
@@ -58,7 +57,7 @@ class Reply:
     response: message.Message | None
     failure: Failure | None
     logs: tuple[str, ...] = ()
-    refreshed: TokenRefresh | None = None
+    refreshed: oauth.TokenRefresh | None = None
 
 
 class Invoker(Protocol):
@@ -91,7 +90,8 @@ async def execute(
     bulkhead = bulkheads.shared()[command.connector]
     bulkhead_token = bulkheads.using(bulkhead)
     secrets = command.plan.secret_values(request)
-    refreshed: TokenRefresh | None = None
+    tokens = oauth.CallTokens(command.tokens, request, context) if command.tokens else None
+    tokens_token = oauth.using(tokens) if tokens is not None else None
     reply: Reply
     try:
         command.plan.apply_defaults(request)
@@ -101,29 +101,31 @@ async def execute(
             msg = f"Missing required parameters: {names}."
             raise InvalidParameters(msg, violations=missing)
         command.plan.check(request)  # the ranges, lengths and patterns the proto declares
-        if command.tokens:
-            refreshed, token_values = await refresh_token_fields(
-                command.tokens, request, context.time_remaining()
-            )
-            secrets = (*secrets, *token_values)
+        if tokens is not None:
+            await tokens.prepare()  # OAuth token sets: checked, refreshed when expired
         if command.is_async:
             response = await command.behaviour(request, context)
         else:
             response = await bulkhead.run(command.behaviour, request, context)
-        reply = Reply(response, None, refreshed=refreshed)
+        reply = Reply(response, None, refreshed=tokens.refreshed if tokens is not None else None)
     except CommandError as exc:
         reply = Reply(None, exc.to_failure())
     except _Aborted as exc:
         reply = Reply(None, Failure(exc.code, default_error_code(exc.code), exc.details))
     except Exception as exc:
         trace = "".join(traceback.format_exception(exc))
-        logger.error("command %s raised:\n%s", command.id, redact(trace, secrets))
+        seen = (*secrets, *(tokens.values if tokens is not None else ()))
+        logger.error("command %s raised:\n%s", command.id, redact(trace, seen))
         reply = Reply(
             None, Internal("The command failed unexpectedly; the proxy's log has the details.").to_failure()
         )
     finally:
         bulkheads.reset(bulkhead_token)
         _logs.reset(token)
+        if tokens_token is not None:
+            oauth.reset(tokens_token)
+    if tokens is not None:
+        secrets = (*secrets, *tokens.values)
     if secrets:
         # A connector should never log or report a secret parameter; if one slips through, it
         # leaves the process masked.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import functools
 import hashlib
 import json
@@ -45,6 +46,7 @@ from server.errors import (
 from server.schema import connector_name, connector_options, field_options
 
 __all__ = [
+    "CallTokens",
     "OAuth2Handler",
     "Provider",
     "TokenField",
@@ -54,8 +56,10 @@ __all__ = [
     "exchange_code",
     "handlers_of",
     "new_code_verifier",
-    "refresh_token_fields",
+    "refresh_refused_token",
+    "reset",
     "token_fields",
+    "using",
 ]
 
 logger = logging.getLogger(__name__)
@@ -261,37 +265,86 @@ async def exchange_code(
     return await _token_request(provider, form, timeout, refused="OAuthCodeRefused")
 
 
-async def refresh_token_fields(
-    fields: tuple[TokenField, ...], request: message.Message, time_remaining: float | None
-) -> tuple[TokenRefresh | None, tuple[str, ...]]:
-    """Checks each token-set field of ``request`` and refreshes an expired set in place.
+class CallTokens:
+    """The token-set fields of one call: checked, and refreshed when expired, before the command
+    runs (:meth:`prepare`); refreshed again when the upstream refuses the access token
+    (:func:`refresh_refused_token`). ``refreshed`` is the set spiff-arena should store; ``values``
+    the tokens seen, to keep out of logs."""
 
-    Returns the refreshed set, if any, and the token values to keep out of logs.
+    def __init__(self, fields: tuple[TokenField, ...], request: message.Message, context: Any) -> None:
+        self.fields = {f.name: f for f in fields}
+        self.request = request
+        self.context = context
+        self.refreshed: TokenRefresh | None = None
+        self.values: list[str] = []
+        self._refused: set[str] = set()
+
+    async def prepare(self) -> None:
+        """Checks each token-set field and refreshes an expired set in place.
+
+        Raises:
+            InvalidParameters: a field holds no token set.
+            Unauthenticated: the set expired and cannot be refreshed, or the provider refused.
+            Unavailable: the token endpoint could not be reached.
+        """
+        for token_field in self.fields.values():
+            text = getattr(self.request, token_field.name)
+            if not text:
+                continue  # an absent optional set: the command decides
+            token_set = _parse(token_field, text)
+            self.values += _token_values(token_set)
+            if _expired(token_set):
+                await self._refresh(token_field, token_set, refused=False)
+
+    async def refused(self, name: str) -> str | None:
+        """A new token set for field ``name`` after the upstream refused its access token; None when
+        there is none to get (no such field, no refresh token, or already refreshed for a refusal)."""
+        token_field = self.fields.get(name)
+        text = getattr(self.request, name, "") if token_field is not None else ""
+        if token_field is None or not text or name in self._refused:
+            return None
+        token_set = json.loads(text)  # parsed once already by prepare()
+        if not token_set.get("refresh_token"):
+            return None
+        self._refused.add(name)
+        await self._refresh(token_field, token_set, refused=True)
+        return str(getattr(self.request, name))
+
+    async def _refresh(self, token_field: TokenField, token_set: dict[str, Any], *, refused: bool) -> None:
+        remaining = self.context.time_remaining()
+        timeout = TOKEN_TIMEOUT if remaining is None else min(TOKEN_TIMEOUT, remaining - 0.5)
+        if timeout <= 0:
+            msg = f"No time was left to refresh the token set of {token_field.handler.id}."
+            raise Unavailable(msg, error_code="OAuthProviderUnavailable")
+        new = await _refresher.fresh(token_field.handler, token_set, timeout, refused=refused)
+        self.values += _token_values(new)
+        setattr(self.request, token_field.name, json.dumps(new))
+        self.refreshed = TokenRefresh(token_field.handler.id, new)
+
+
+_call_tokens: contextvars.ContextVar[CallTokens | None] = contextvars.ContextVar("call_tokens", default=None)
+
+
+def using(tokens: CallTokens) -> contextvars.Token[CallTokens | None]:
+    """Makes ``tokens`` the running command's (for :func:`refresh_refused_token`)."""
+    return _call_tokens.set(tokens)
+
+
+def reset(token: contextvars.Token[CallTokens | None]) -> None:
+    _call_tokens.reset(token)
+
+
+async def refresh_refused_token(field: str) -> str | None:
+    """For a command whose upstream refused (401) the access token of its token-set parameter
+    ``field``: the refreshed token set, already in the request, to send again once; None when no
+    refresh is possible (no refresh token, or this call refreshed it for a refusal already).
 
     Raises:
-        InvalidParameters: a field holds no token set.
-        Unauthenticated: the set expired and cannot be refreshed, or the provider refused.
-        Unavailable: the token endpoint could not be reached.
+        Unauthenticated: ``OAuthRefreshFailed``, the provider refused the refresh token too.
+        Unavailable: ``OAuthProviderUnavailable``.
     """
-    refreshed: TokenRefresh | None = None
-    values: list[str] = []
-    for token_field in fields:
-        text = getattr(request, token_field.name)
-        if not text:
-            continue  # an absent optional set: the command decides
-        token_set = _parse(token_field, text)
-        values += _token_values(token_set)
-        if not _expired(token_set):
-            continue
-        timeout = TOKEN_TIMEOUT if time_remaining is None else min(TOKEN_TIMEOUT, time_remaining - 0.5)
-        if timeout <= 0:
-            msg = f"No time was left to refresh the expired token set of {token_field.handler.id}."
-            raise Unavailable(msg, error_code="OAuthProviderUnavailable")
-        new = await _refresher.fresh(token_field.handler, token_set, timeout)
-        values += _token_values(new)
-        setattr(request, token_field.name, json.dumps(new))
-        refreshed = TokenRefresh(token_field.handler.id, new)
-    return refreshed, tuple(values)
+    tokens = _call_tokens.get()
+    return None if tokens is None else await tokens.refused(field)
 
 
 def _parse(token_field: TokenField, text: str) -> dict[str, Any]:
@@ -335,8 +388,9 @@ class _Refresher:
         self._recent: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
     async def fresh(
-        self, handler: OAuth2Handler, token_set: dict[str, Any], timeout: float
+        self, handler: OAuth2Handler, token_set: dict[str, Any], timeout: float, *, refused: bool = False
     ) -> dict[str, Any]:
+        """The set that replaces ``token_set``, expired or (``refused``) turned down by an upstream."""
         refresh_token = token_set.get("refresh_token")
         if not isinstance(refresh_token, str) or not refresh_token:
             msg = (
@@ -347,10 +401,11 @@ class _Refresher:
         key = hashlib.sha256(f"{handler.id}\0{refresh_token}".encode()).hexdigest()
         remembered = self._remembered(key)
         if remembered is not None:
-            if not _expired(remembered):
+            turned_down = refused and remembered.get("access_token") == token_set.get("access_token")
+            if not _expired(remembered) and not turned_down:
                 return remembered
             if remembered.get("refresh_token") != refresh_token:  # refreshed since, and expired again
-                return await self.fresh(handler, remembered, timeout)
+                return await self.fresh(handler, remembered, timeout, refused=turned_down)
         running = self._running.get(key)
         if running is None:
             running = asyncio.ensure_future(self._refresh(handler, key, refresh_token, timeout))

@@ -15,6 +15,10 @@ Requests:
                  any casing, is never replaced. No data means no body.
     basic_auth_username / basic_auth_password
                  basic auth, sent only when a password is given (the username may be empty).
+    oauth2_token_set
+                 a token set of the http/OAuth2 handler (``secret:http/OAuth2``), sent as a bearer
+                 token; the server refreshes an expired one first, and a 401 answer brings one
+                 refresh and one more try (``server.refresh_refused_token``).
     attempts     GET and HEAD only: tries while the upstream answers 5xx or cannot be reached,
                  clamped to 1..10, with exponential backoff (0.2 s, 0.4 s, ... at most 2 s).
     timeout      seconds for the whole exchange, retries included (default 30), and never past
@@ -62,6 +66,7 @@ from spiff.connector.http.v1 import http_pb2, http_pb2_grpc
 
 from connectors._egress import egress_session
 from connectors._sessions import SessionPool
+from server import log, refresh_refused_token
 from server.egress import EgressPolicy
 
 from ._answer import error_class, json_body
@@ -173,6 +178,12 @@ class HttpService(http_pb2_grpc.HttpServiceServicer):
     ) -> _Response:
         outgoing = prepare(method, request)
         answer = await exchange(self._sessions, outgoing, context, self._backoff)
+        # A token refused (revoked, or expired before its expires_at or with none): refreshed, sent again.
+        refused = answer.status == 401 and bool(request.oauth2_token_set)
+        if refused and await refresh_refused_token("oauth2_token_set") is not None:
+            log("-> 401: the OAuth token set was refreshed; sending again")
+            outgoing = prepare(method, request)
+            answer = await exchange(self._sessions, outgoing, context, self._backoff)
         response = response_type(
             body=json_body(answer),
             http_status=answer.status,

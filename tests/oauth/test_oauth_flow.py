@@ -381,3 +381,40 @@ async def test_an_old_set_whose_remembered_successor_expired_too_follows_the_cha
     assert (first.status_code, second.status_code) == (200, 200), second.text
     assert provider.grants("refresh_token") == 2
     assert second.json()["refreshed_token_set"] != first.json()["refreshed_token_set"]
+
+
+async def test_a_token_the_upstream_refuses_is_refreshed_and_sent_once_more(
+    browser, proxy, backend, provider, caplog
+):
+    """A provider may end a token before its expires_at, or give none: a 401 brings one refresh
+    and one more try, and the new set is handed back."""
+    caplog.set_level(logging.INFO)
+    provider.expires_in["authorization_code"] = 1
+    token_set = await sign_in(browser, backend)
+    del token_set["expires_at"]  # the proxy cannot tell it has expired
+    await asyncio.sleep(1.2)
+    response = await proxy.post(
+        "/v1/do/http/GetRequestV2",
+        json={"url": f"{provider.url}/api/me", "oauth2_token_set": json.dumps(token_set)},
+    )
+    payload = response.json()
+    assert response.status_code == 200, payload
+    assert payload["api_response"]["body"]["user"] == "ada"
+    assert payload["refreshed_token_set"]["access_token"] != token_set["access_token"]
+    assert provider.grants("refresh_token") == 1
+    assert "-> 401: the OAuth token set was refreshed; sending again" in caplog.text
+
+
+async def test_a_refusal_brings_one_refresh_at_most(browser, proxy, backend, provider):
+    token_set = await sign_in(browser, backend)
+    always_401 = f"{backend.url}/v1.0/authentication_callback/http/OAuth2"  # refuses a call without its token
+    payload = await HTTP.fails(
+        proxy, "GetRequestV2", 401, "HttpError401", url=always_401, oauth2_token_set=json.dumps(token_set)
+    )
+    assert provider.grants("refresh_token") == 1  # refreshed once, sent twice, then the 401 stands
+    assert sum("GET " in line and "/authentication_callback/" in line for line in payload["spiff__logs"]) == 2
+    without_refresh = json.dumps({"access_token": "a-token", "token_type": "Bearer"})
+    await HTTP.fails(
+        proxy, "GetRequestV2", 401, "HttpError401", url=always_401, oauth2_token_set=without_refresh
+    )
+    assert provider.grants("refresh_token") == 1
