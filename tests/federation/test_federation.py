@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import message_factory
-from google.rpc import error_details_pb2, status_pb2
 from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
 
 from connector_proxy._processes import federation_for
@@ -21,6 +20,7 @@ from server.app import create_server
 from server.settings import Settings
 from server.upstreams import UpstreamState
 from server.wire import LOG_METADATA_KEY, STATUS_DETAILS_KEY
+from tests.busy import one_call_at_a_time
 from tests.conftest import until
 from tests.ports import free_port
 from tests.upstreams import proxy_fronting
@@ -161,24 +161,7 @@ async def test_the_grpc_port_admits_passed_through_calls_like_its_own(connectors
         [], "127.0.0.1:0", federation=federation, admission=admission
     )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy_port}") as channel:
-            stub = example_pb2_grpc.ExampleServiceStub(channel)  # type: ignore[no-untyped-call]
-            held = asyncio.ensure_future(
-                stub.Delay(example_pb2.DelayRequest(seconds=1, message="m"), timeout=5)
-            )
-            await until(lambda: admission.calls == 1, 5)
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Example(example_pb2.ExampleRequest(message="hi"), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-            details = next(v for k, v in refused.value.trailing_metadata() or () if k == STATUS_DETAILS_KEY)
-            status = status_pb2.Status.FromString(details)
-            info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-            assert status.details[0].Unpack(info)
-            assert info.reason == "ProxyBusy"
-            assert any(d.Unpack(retry) for d in status.details)
-            assert retry.retry_delay.seconds == 1
-            assert (await held).waited_seconds == 1
-            assert (await stub.Example(example_pb2.ExampleRequest(message="hi"), timeout=5)).message == "hi"
+        await one_call_at_a_time(proxy_port, admission)
     finally:
         await proxy_server.stop(None)
         await federation.close(None)

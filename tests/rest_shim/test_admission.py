@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
-import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
-from spiff.connector.example.v1 import example_pb2, example_pb2_grpc
 
 from connector_proxy._processes import admission_for
 from server import bulkheads
@@ -18,7 +15,7 @@ from server.admission import Admission
 from server.app import create_server
 from server.metrics import exposition, watch_admission
 from server.settings import Settings
-from server.wire import STATUS_DETAILS_KEY
+from tests.busy import one_call_at_a_time
 from tests.conftest import AppFactory, client_for, until
 
 pytestmark = pytest.mark.anyio
@@ -115,24 +112,7 @@ async def test_the_grpc_port_refuses_with_retry_info(connectors: list[Connector]
     admission = Admission(max_calls=1, max_bytes=1 << 20)
     server, port = await create_server(connectors, "127.0.0.1:0", admission=admission)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = example_pb2_grpc.ExampleServiceStub(channel)  # type: ignore[no-untyped-call]
-            held = asyncio.ensure_future(
-                stub.Delay(example_pb2.DelayRequest(message="hi", seconds=1), timeout=5)
-            )
-            await until(lambda: admission.calls == 1, 5)
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Example(example_pb2.ExampleRequest(message="hi"), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-            details = next(v for k, v in refused.value.trailing_metadata() or () if k == STATUS_DETAILS_KEY)
-            status = status_pb2.Status.FromString(details)
-            info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-            assert status.details[0].Unpack(info)
-            assert info.reason == "ProxyBusy"
-            assert any(d.Unpack(retry) for d in status.details)
-            assert retry.retry_delay.seconds == 1
-            assert (await held).waited_seconds == 1
-            assert (await stub.Example(example_pb2.ExampleRequest(message="hi"), timeout=5)).message
+        await one_call_at_a_time(port, admission)
     finally:
         await server.stop(None)
     assert (admission.calls, admission.bytes) == (0, 0)
