@@ -109,7 +109,7 @@ def load_connector(module: ModuleType) -> Connector:
     service = pb2.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")]
     servicer = cls()
     name = connector_name(service)
-    handlers_of(service)  # a handler declaration that could never work stops start-up
+    handlers = handlers_of(service)  # a handler declaration that could never work stops start-up
     commands = []
     for method in service.methods:
         if getattr(cls, method.name) is getattr(base, method.name):
@@ -123,7 +123,7 @@ def load_connector(module: ModuleType) -> Connector:
                 response_class=message_factory.GetMessageClass(method.output_type),
                 behaviour=getattr(servicer, method.name),
                 plan=MessagePlan(method.input_type),
-                tokens=token_fields(service, method.input_type),
+                tokens=token_fields(service, handlers, method.input_type),
             )
         )
     return Connector(name, service, servicer, tuple(commands))

@@ -195,22 +195,22 @@ class TokenRefresh:
 
 
 def token_fields(
-    service: descriptor.ServiceDescriptor, request: descriptor.Descriptor
+    service: descriptor.ServiceDescriptor, handlers: list[OAuth2Handler], request: descriptor.Descriptor
 ) -> tuple[TokenField, ...]:
-    """The fields of ``request`` that hold token sets of ``service``'s handlers.
+    """The fields of ``request`` that hold token sets of ``handlers``, ``service``'s (:func:`handlers_of`).
 
     Raises:
         ValueError: at start-up, a field naming a handler the connector lacks, a field that is not a
             secret string, or more than one such field (spiff-arena stores one refreshed set).
     """
-    handlers = {h.id.partition("/")[2]: h for h in handlers_of(service)}
+    by_name = {h.id.partition("/")[2]: h for h in handlers}
     found = []
     for request_field in request.fields:
         name = field_options(request_field).auth
         if not name:
             continue
         where = f"{request.full_name}.{request_field.name}"
-        if name not in handlers:
+        if name not in by_name:
             msg = (
                 f"{where} holds a token set of auth handler {name!r}, "
                 f"which {service.full_name} does not declare with oauth2"
@@ -222,7 +222,7 @@ def token_fields(
         ):
             msg = f"{where} holds a token set: it must be a string field declared secret"
             raise ValueError(msg)
-        found.append(TokenField(request_field.name, handlers[name]))
+        found.append(TokenField(request_field.name, by_name[name]))
     if len(found) > 1:
         count = len(found)
         msg = f"{request.full_name} has {count} token-set fields; spiff-arena stores one refreshed set a call"
